@@ -1,0 +1,156 @@
+"""Benchmarks: JSON lines of updates/s, planner decisions/s, env steps/s, compile times and peak memory.
+
+  python -m experiments.bench --size 5 --seeds 1 5 --num-samples 512 --envs 1 16 [--out bench.jsonl]
+
+Each measurement is one JSON object per line (stdout, and appended to --out). Timings exclude compilation
+(reported separately), synchronise with block_until_ready, and take the median of --repeats timed calls.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _device_info() -> dict:
+    dev = jax.devices()[0]
+    return {"backend": jax.default_backend(), "device": getattr(dev, "device_kind", str(dev)),
+            "jax": jax.__version__, "host": platform.node()}
+
+
+def _peak_memory_bytes() -> int | None:
+    stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
+    if stats:
+        return int(stats.get("peak_bytes_in_use", 0))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # host RSS on CPU
+
+
+def _time(fn, repeats: int) -> tuple[float, float]:
+    """(compile+first call seconds, median seconds of later calls)."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return first, statistics.median(times)
+
+
+def _config(args, num_envs: int):
+    from tdmpc_glass.config import Config
+    cfg = Config(task=args.task)
+    cfg.model.size = args.size
+    cfg.planner.num_samples = args.num_samples
+    cfg.planner.num_elites = min(cfg.planner.num_elites, args.num_samples // 2)
+    cfg.planner.num_pi_trajs = min(cfg.planner.num_pi_trajs, args.num_samples // 4)
+    cfg.optim.batch_size = args.batch_size
+    cfg.train.num_envs = num_envs
+    cfg.train.buffer_capacity = max(args.buffer, num_envs * 1002)
+    return cfg
+
+
+def bench_updates(args, num_seeds: int, obs_dim: int, act_dim: int) -> dict:
+    import equinox as eqx
+    from tdmpc_glass import agent, buffer as replay
+    cfg = _config(args, 1)
+    states = jax.jit(jax.vmap(lambda s: agent.init_state(cfg, obs_dim, act_dim, s)))(jnp.arange(num_seeds))
+    n = 1001  # two episodes of random rows so sampling has valid slices
+    rng = np.random.default_rng(0)
+    rows = lambda *shape: jnp.asarray(rng.standard_normal((num_seeds, n, 1, *shape)), jnp.float32)
+    pos = jnp.broadcast_to((jnp.arange(n) % 501)[None, :, None], (num_seeds, n, 1))
+    bufs = jax.vmap(replay.add)(states.buffer, rows(obs_dim), jnp.tanh(rows(act_dim)), rows()[..., 0], pos)
+    states = eqx.tree_at(lambda s: s.buffer, states, bufs)
+    h = agent.Hyper.from_config(cfg)
+    world_tx, policy_tx = agent.optimisers(cfg)
+    k = args.updates_per_call
+    run = jax.jit(jax.vmap(lambda s: agent.run_updates(s, 0, k, h, world_tx, policy_tx)))
+    compile_s, call_s = _time(lambda: run(states), args.repeats)
+    return {"bench": "updates", "size": args.size, "seeds": num_seeds, "batch_size": args.batch_size,
+            "updates_per_call": k, "compile_s": compile_s - call_s, "ms_per_update": 1e3 * call_s / k,
+            "updates_per_s_per_seed": k / call_s, "updates_per_s_total": k * num_seeds / call_s}
+
+
+def bench_planner(args, num_seeds: int, num_envs: int, obs_dim: int, act_dim: int) -> dict:
+    from tdmpc_glass import agent
+    from tdmpc_glass.config import derive
+    from tdmpc_glass.planner import PlanSettings, plan_batch
+    cfg = _config(args, num_envs)
+    states = jax.jit(jax.vmap(lambda s: agent.init_state(cfg, obs_dim, act_dim, s)))(jnp.arange(num_seeds))
+    s = PlanSettings.from_config(cfg.planner, cfg.horizon, derive(cfg).discount)
+    obs = jax.random.normal(jax.random.PRNGKey(0), (num_seeds, num_envs, obs_dim))
+    keys = jax.random.split(jax.random.PRNGKey(1), num_seeds * num_envs).reshape(num_seeds, num_envs, -1)
+    prev = jnp.zeros((num_seeds, num_envs, cfg.horizon, act_dim))
+    plan = jax.jit(lambda st, o, p, k: plan_batch(st.world, st.policy, o, p, k, s, False))
+    compile_s, call_s = _time(lambda: plan(states, obs, prev, keys), args.repeats)
+    return {"bench": "planner", "size": args.size, "seeds": num_seeds, "envs": num_envs,
+            "num_samples": args.num_samples, "iterations": cfg.planner.iterations, "compile_s": compile_s - call_s,
+            "ms_per_call": 1e3 * call_s, "decisions_per_s": num_seeds * num_envs / call_s}
+
+
+def bench_envs(args, num_envs: int) -> dict:
+    from tdmpc_glass.envs import EnvPool
+    with EnvPool(args.task, num_envs, 2, args.workers) as pool:
+        pool.reset(np.arange(num_envs))
+        actions = np.random.default_rng(0).uniform(-1, 1, (args.env_steps, num_envs, pool.act_dim))
+        t0 = time.perf_counter()
+        for a in actions:
+            pool.step(a.astype(np.float32))
+        dt = time.perf_counter() - t0
+    return {"bench": "envs", "task": args.task, "envs": num_envs, "workers": args.workers,
+            "agent_steps_per_s": args.env_steps * num_envs / dt, "env_steps_per_s": 2 * args.env_steps * num_envs / dt}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="hopper-hop")
+    p.add_argument("--size", type=int, default=5, help="model size in millions (1, 5, 19, 48)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 5], help="seed counts S to measure")
+    p.add_argument("--envs", type=int, nargs="+", default=[1, 16], help="envs per seed E for the planner")
+    p.add_argument("--num-samples", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--buffer", type=int, default=10_000, help="buffer capacity per seed for the update bench")
+    p.add_argument("--updates-per-call", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--env-steps", type=int, default=200, help="agent steps per env for the env bench")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--only", choices=["updates", "planner", "envs"], nargs="+",
+                   default=["updates", "planner", "envs"])
+    p.add_argument("--out", default=None, help="append JSON lines to this file too")
+    args = p.parse_args(argv)
+    from tdmpc_glass.envs import task_spec, validate_task
+    try:
+        validate_task(args.task)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    obs_dim, act_dim = task_spec(args.task)
+    info = _device_info()
+    jobs = []
+    if "updates" in args.only:
+        jobs += [lambda S=S: bench_updates(args, S, obs_dim, act_dim) for S in args.seeds]
+    if "planner" in args.only:
+        jobs += [lambda S=S, E=E: bench_planner(args, S, E, obs_dim, act_dim) for S in args.seeds for E in args.envs]
+    if "envs" in args.only:
+        jobs += [lambda E=E: bench_envs(args, E) for E in sorted({S * E for S in args.seeds for E in args.envs})]
+    for job in jobs:
+        record = {**job(), **info, "peak_memory_bytes": _peak_memory_bytes()}
+        line = json.dumps(record)
+        print(line, flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

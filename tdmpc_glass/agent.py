@@ -1,0 +1,174 @@
+"""Per-seed agent state, TD-MPC2's losses and the jitted update.
+
+Everything one seed needs lives in `AgentState` (a pytree of arrays only), so S seeds are `jax.vmap` over a
+stacked AgentState. Randomness is derived from the seed's base key folded with a purpose and a counter that
+the training loop owns, which makes every draw reproducible after a resume.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from . import buffer as replay
+from .config import Config, derive
+from .nn import MLP
+from .world_model import Policy, WorldModel, make_networks
+
+# fold_in purposes: one independent stream per use
+ACT, EVAL, UPDATE, INIT = 0, 1, 2, 3
+
+
+def stream(key, purpose: int, counter):
+    return jax.random.fold_in(jax.random.fold_in(key, purpose), counter)
+
+
+class AgentState(eqx.Module):
+    world: WorldModel
+    policy: Policy
+    target_qs: MLP
+    world_opt: optax.OptState
+    policy_opt: optax.OptState
+    q_scale: jax.Array  # () running P95-P5 scale of Q in the policy loss
+    buffer: replay.Buffer
+    key: jax.Array  # (2,) uint32 base key of this seed
+
+
+class Hyper(NamedTuple):
+    """Static numbers the update needs (hashable)."""
+
+    horizon: int
+    batch_size: int
+    rho: float
+    discount: float
+    consistency_coef: float
+    reward_coef: float
+    value_coef: float
+    entropy_coef: float
+    tau: float
+    q_scale_tau: float
+    enc_lr_scale: float
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "Hyper":
+        o = cfg.optim
+        return cls(cfg.horizon, o.batch_size, o.rho, derive(cfg).discount, o.consistency_coef, o.reward_coef,
+                   o.value_coef, o.entropy_coef, o.tau, o.q_scale_tau, o.enc_lr_scale)
+
+
+def optimisers(cfg: Config):
+    """Model Adam (encoder lr scaled in `update`) and the policy's own Adam (eps 1e-5), both grad-clipped."""
+    o = cfg.optim
+    world_tx = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), optax.adam(o.lr))
+    policy_tx = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), optax.adam(o.lr, eps=o.pi_eps))
+    return world_tx, policy_tx
+
+
+def init_state(cfg: Config, obs_dim: int, act_dim: int, seed) -> AgentState:
+    """One seed's fresh state. `seed` may be traced, so `jax.vmap(init)` builds S seeds at once."""
+    key = jax.random.PRNGKey(seed)
+    world, policy = make_networks(cfg, obs_dim, act_dim, stream(key, INIT, 0))
+    world_tx, policy_tx = optimisers(cfg)
+    return AgentState(
+        world=world, policy=policy, target_qs=world.qs,
+        world_opt=world_tx.init(eqx.filter(world, eqx.is_array)),
+        policy_opt=policy_tx.init(eqx.filter(policy, eqx.is_array)),
+        q_scale=jnp.ones(()),
+        buffer=replay.empty(cfg.train.buffer_capacity, cfg.train.num_envs, obs_dim, act_dim),
+        key=key,
+    )
+
+
+def _rho_weights(n: int, rho: float):
+    return rho ** jnp.arange(n, dtype=jnp.float32)
+
+
+def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.Batch, key, h: Hyper):
+    """TD-MPC2's model loss. batch.obs (H+1, B, obs_dim). Returns (loss, (latents (H+1, B, d), terms))."""
+    k_target_pi, k_target_q, k_dropout = jax.random.split(key, 3)
+    weights = _rho_weights(h.horizon, h.rho)
+
+    # Targets: the ONLINE encoder on o_{t+1} (stop-gradient) and TD targets from two random target heads.
+    next_z = jax.lax.stop_gradient(world.encode(batch.obs[1:]))
+    next_action = policy(next_z, k_target_pi)[0]
+    td_target = jax.lax.stop_gradient(
+        batch.reward + h.discount * world.q_value(next_z, next_action, k_target_q, "min", qs=target_qs))
+
+    def rollout(z, action):
+        z = world.next(z, action)
+        return z, z
+
+    z0 = world.encode(batch.obs[0])
+    _, predicted = jax.lax.scan(rollout, z0, batch.action)  # (H, B, d)
+    latents = jnp.concatenate([z0[None], predicted])
+    consistency = (weights * jnp.square(predicted - next_z).mean(axis=(1, 2))).sum() / h.horizon
+
+    q_logits = world.q_logits(latents[:-1], batch.action, dropout_key=k_dropout)  # (num_q, H, B, bins)
+    reward_ce = world.soft_ce(world.reward_logits(latents[:-1], batch.action), batch.reward)  # (H, B)
+    value_ce = world.soft_ce(q_logits, td_target[None])  # (num_q, H, B)
+    reward_loss = (weights * reward_ce.mean(1)).sum() / h.horizon
+    value_loss = (weights * value_ce.mean(2)).sum() / (h.horizon * q_logits.shape[0])
+
+    total = h.consistency_coef * consistency + h.reward_coef * reward_loss + h.value_coef * value_loss
+    terms = {"consistency_loss": consistency, "reward_loss": reward_loss, "value_loss": value_loss,
+             "total_loss": total}
+    return total, (latents, terms)
+
+
+def policy_loss(policy: Policy, world: WorldModel, latents, q_scale, key, h: Hyper):
+    """Policy loss on detached latents (H+1, B, d) with the Q heads frozen. Returns (loss, new q_scale)."""
+    k_pi, k_q, k_dropout = jax.random.split(key, 3)
+    action, _, scaled_entropy = policy(latents, k_pi)
+    frozen = jax.lax.stop_gradient(world)
+    q = frozen.q_value(latents, action, k_q, "avg", dropout_key=k_dropout)  # (H+1, B)
+    p5, p95 = jnp.percentile(jax.lax.stop_gradient(q[0]), jnp.array([5.0, 95.0]))
+    new_scale = q_scale + h.q_scale_tau * (jnp.maximum(1.0, p95 - p5) - q_scale)
+    per_step = -(h.entropy_coef * scaled_entropy + q / jax.lax.stop_gradient(new_scale)).mean(1)
+    return (per_step * _rho_weights(latents.shape[0], h.rho)).mean(), new_scale
+
+
+def update(state: AgentState, batch: replay.Batch, key, h: Hyper, world_tx, policy_tx):
+    """One TD-MPC2 update: model step, policy step, Polyak target. Returns (state, metrics dict of scalars)."""
+    k_world, k_policy = jax.random.split(key)
+    (_, (latents, terms)), grads = eqx.filter_value_and_grad(world_loss, has_aux=True)(
+        state.world, state.policy, state.target_qs, batch, k_world, h)
+    updates, world_opt = world_tx.update(grads, state.world_opt, eqx.filter(state.world, eqx.is_array))
+    # Encoder learning-rate scale: Adam's step is linear in lr, so scaling its update equals a smaller lr.
+    updates = eqx.tree_at(lambda u: u.encoder, updates,
+                          jax.tree.map(lambda u: h.enc_lr_scale * u, updates.encoder))
+    world = eqx.apply_updates(state.world, updates)
+
+    (pi_loss, q_scale), pi_grads = eqx.filter_value_and_grad(policy_loss, has_aux=True)(
+        state.policy, world, jax.lax.stop_gradient(latents), state.q_scale, k_policy, h)
+    pi_updates, policy_opt = policy_tx.update(pi_grads, state.policy_opt, eqx.filter(state.policy, eqx.is_array))
+    policy = eqx.apply_updates(state.policy, pi_updates)
+
+    target_qs = jax.tree.map(lambda t, o: t + h.tau * (o - t), state.target_qs, world.qs)
+    metrics = dict(terms, pi_loss=pi_loss, grad_norm=optax.global_norm(grads),
+                   pi_grad_norm=optax.global_norm(pi_grads), q_scale=q_scale)
+    new_state = eqx.tree_at(
+        lambda s: (s.world, s.policy, s.target_qs, s.world_opt, s.policy_opt, s.q_scale), state,
+        (world, policy, target_qs, world_opt, policy_opt, q_scale))
+    return new_state, metrics
+
+
+def params_finite(state: AgentState):
+    leaves = jax.tree.leaves((state.world, state.policy))
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def run_updates(state: AgentState, first_update, num_updates: int, h: Hyper, world_tx, policy_tx):
+    """`num_updates` updates in one lax.scan; metrics are means over them (NaN if any update was NaN)."""
+    def body(state, update_index):
+        key = stream(state.key, UPDATE, update_index)
+        k_sample, k_update = jax.random.split(key)
+        batch = replay.sample(state.buffer, k_sample, h.batch_size, h.horizon)
+        return update(state, batch, k_update, h, world_tx, policy_tx)
+
+    state, metrics = jax.lax.scan(body, state, first_update + jnp.arange(num_updates))
+    metrics = jax.tree.map(lambda m: m.mean(), metrics)
+    metrics["params_finite"] = params_finite(state)
+    return state, metrics

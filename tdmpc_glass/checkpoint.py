@@ -1,0 +1,78 @@
+"""Per-seed checkpoints: one .npz holding every array leaf of a seed's AgentState plus a JSON meta record.
+
+Written to a temp file and renamed, so a kill at any moment leaves either the old or the new file; the last
+`keep` checkpoints are kept. Loading checks the leaf count, shapes and dtypes against a template state.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+
+PREFIX, SUFFIX = "step_", ".npz"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def path_for(ckpt_dir: Path, env_step: int) -> Path:
+    return Path(ckpt_dir) / f"{PREFIX}{env_step:010d}{SUFFIX}"
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(p for p in ckpt_dir.glob(f"{PREFIX}*{SUFFIX}") if p.stem[len(PREFIX):].isdigit())
+
+
+def save(ckpt_dir: Path, env_step: int, state_leaves: list[np.ndarray], meta: dict, keep: int = 2) -> Path:
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    final = path_for(ckpt_dir, env_step)
+    tmp = final.with_name(final.name + ".tmp")
+    arrays = {f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(state_leaves)}
+    with open(tmp, "wb") as f:
+        np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    for old in list_checkpoints(ckpt_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return final
+
+
+def read_meta(path: Path) -> dict:
+    try:
+        with np.load(path) as data:
+            return json.loads(data["__meta__"].tobytes().decode())
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"unreadable checkpoint {path}: {e}") from None
+
+
+def load(path: Path, template) -> tuple[object, dict]:
+    """Restore a pytree shaped like `template` (arrays or ShapeDtypeStructs) from `path`."""
+    leaves, treedef = jax.tree.flatten(template)
+    try:
+        with np.load(path) as data:
+            meta = json.loads(data["__meta__"].tobytes().decode())
+            names = sorted(k for k in data.files if k.startswith("leaf_"))
+            if len(names) != len(leaves):
+                raise CheckpointError(f"incompatible checkpoint {path}: {len(names)} arrays, the config needs "
+                                      f"{len(leaves)} (different model or Glass settings?)")
+            restored = []
+            for i, (name, want) in enumerate(zip(names, leaves)):
+                got = data[name]
+                if got.shape != tuple(want.shape) or got.dtype != want.dtype:
+                    raise CheckpointError(f"incompatible checkpoint {path}: array {i} is {got.dtype}{list(got.shape)}, "
+                                          f"the config needs {want.dtype}{list(want.shape)}")
+                restored.append(got)
+    except (OSError, ValueError, KeyError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"unreadable checkpoint {path}: {e}") from None
+    return jax.tree.unflatten(treedef, restored), meta

@@ -1,0 +1,185 @@
+"""Typed configuration schema (OmegaConf structured configs).
+
+Defaults reproduce TD-MPC2 on DMC (../shared/reference/tdmpc2-facts.md). Step counts named *_env_steps are
+simulator steps (agent steps x action_repeat), the unit every published curve uses.
+
+Loading a phase (extends / overrides / variants) lives in `tdmpc_glass.phase_loading`; this module only
+defines the schema and the values derived from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+# size -> (enc_dim, mlp_dim, latent_dim, num_enc_layers, num_q)
+MODEL_SIZES = {
+    1: (256, 384, 128, 2, 2),
+    5: (256, 512, 512, 2, 5),
+    19: (1024, 1024, 768, 3, 5),
+    48: (1792, 1792, 768, 4, 5),
+    317: (4096, 4096, 1376, 5, 8),
+}
+
+
+@dataclass
+class ModelConfig:
+    size: int = 5  # millions of parameters: one of MODEL_SIZES; explicit dims below override it
+    enc_dim: Optional[int] = None
+    mlp_dim: Optional[int] = None
+    latent_dim: Optional[int] = None
+    num_enc_layers: Optional[int] = None
+    num_q: Optional[int] = None
+    simnorm_dim: int = 8
+    num_bins: int = 101
+    vmin: float = -10.0
+    vmax: float = 10.0
+    dropout: float = 0.01
+    log_std_min: float = -10.0
+    log_std_max: float = 2.0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    enc_lr_scale: float = 0.3
+    pi_eps: float = 1e-5
+    grad_clip_norm: float = 20.0
+    batch_size: int = 256
+    rho: float = 0.5
+    consistency_coef: float = 20.0
+    reward_coef: float = 0.1
+    value_coef: float = 0.1
+    entropy_coef: float = 1e-4
+    tau: float = 0.01  # Polyak rate of the target Q heads
+    q_scale_tau: float = 0.01  # rate of the running P95-P5 scale used by the policy loss
+    discount_denom: float = 5.0
+    discount_min: float = 0.95
+    discount_max: float = 0.995
+
+
+@dataclass
+class PlannerConfig:
+    mpc: bool = True  # False: act with the policy prior alone
+    iterations: int = 6
+    num_samples: int = 512
+    num_elites: int = 64
+    num_pi_trajs: int = 24
+    min_std: float = 0.05
+    max_std: float = 2.0
+    temperature: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1_000_000  # env steps per seed
+    action_repeat: int = 2
+    episode_length: int = 500  # agent steps per episode (1000 env steps)
+    num_envs: int = 1  # envs per seed
+    collect_steps: Optional[int] = None  # agent steps per round over all envs of a seed; None: num_envs
+    k_update: Optional[int] = None  # updates per round (K_UPDATE); None: collect_steps (1 per agent step)
+    expl_until: Optional[int] = None  # env steps of uniform random actions; None: TD-MPC2's seed_steps
+    seed_updates: Optional[int] = None  # update burst when seeding ends; None: agent steps collected so far
+    buffer_capacity: int = 1_000_000  # transitions per seed
+    eval_freq: int = 100_000  # env steps
+    eval_episodes: int = 10
+    log_freq: int = 5_000  # env steps between train.csv rows
+    checkpoint_freq: int = 50_000  # env steps; rounded up to the next episode end
+    num_workers: Optional[int] = None  # env worker processes; None: one per CPU core, 0: in-process
+
+
+@dataclass
+class Config:
+    task: str = "hopper-hop"
+    horizon: int = 3
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Values that follow from a Config; computed once, never stored in YAML."""
+
+    enc_dim: int
+    mlp_dim: int
+    latent_dim: int
+    num_enc_layers: int
+    num_q: int
+    discount: float
+    collect_steps: int  # agent steps per round per seed (over its envs)
+    steps_per_env_per_round: int
+    k_update: int
+    expl_until_env_steps: int
+    seed_updates: int
+
+
+def derive(cfg: Config) -> Derived:
+    m, t = cfg.model, cfg.train
+    dims = MODEL_SIZES[m.size]
+    enc_dim, mlp_dim, latent_dim, num_enc_layers, num_q = (
+        v if v is not None else d
+        for v, d in zip((m.enc_dim, m.mlp_dim, m.latent_dim, m.num_enc_layers, m.num_q), dims)
+    )
+    frac = t.episode_length / cfg.optim.discount_denom
+    discount = min(max((frac - 1) / frac, cfg.optim.discount_min), cfg.optim.discount_max)
+    collect = t.collect_steps if t.collect_steps is not None else t.num_envs
+    k_update = t.k_update if t.k_update is not None else collect
+    seed_agent_steps = max(1000, 5 * t.episode_length)
+    expl = t.expl_until if t.expl_until is not None else seed_agent_steps * t.action_repeat
+    seed_updates = (
+        t.seed_updates if t.seed_updates is not None
+        else round(expl / t.action_repeat * k_update / collect)
+    )
+    return Derived(
+        enc_dim=enc_dim, mlp_dim=mlp_dim, latent_dim=latent_dim, num_enc_layers=num_enc_layers, num_q=num_q,
+        discount=discount, collect_steps=collect, steps_per_env_per_round=collect // t.num_envs,
+        k_update=k_update, expl_until_env_steps=expl, seed_updates=seed_updates,
+    )
+
+
+def check(cfg: Config) -> None:
+    """Cross-field checks the type system cannot express. Raises ValueError('key: why')."""
+    m, t, p = cfg.model, cfg.train, cfg.planner
+    if m.size not in MODEL_SIZES:
+        raise ValueError(f"model.size: {m.size} is not one of {sorted(MODEL_SIZES)}")
+    if m.num_bins < 2:
+        raise ValueError(f"model.num_bins: need at least 2 bins, got {m.num_bins}")
+    if m.vmin >= m.vmax:
+        raise ValueError(f"model.vmin: must be below model.vmax ({m.vmin} >= {m.vmax})")
+    d = derive(cfg)
+    if d.latent_dim % m.simnorm_dim:
+        raise ValueError(f"model.latent_dim: {d.latent_dim} is not a multiple of model.simnorm_dim={m.simnorm_dim}")
+    if d.num_q < 2:
+        raise ValueError(f"model.num_q: need at least 2 Q heads, got {d.num_q}")
+    if cfg.horizon < 1:
+        raise ValueError(f"horizon: must be >= 1, got {cfg.horizon}")
+    for key in ("steps", "action_repeat", "episode_length", "num_envs", "buffer_capacity", "eval_freq",
+                "eval_episodes", "log_freq", "checkpoint_freq"):
+        if getattr(t, key) < 1:
+            raise ValueError(f"train.{key}: must be >= 1, got {getattr(t, key)}")
+    if d.collect_steps < 1 or d.collect_steps % t.num_envs:
+        raise ValueError(f"train.collect_steps: {d.collect_steps} is not a positive multiple of "
+                         f"train.num_envs={t.num_envs}")
+    if t.episode_length % d.steps_per_env_per_round:
+        raise ValueError(f"train.collect_steps: {d.steps_per_env_per_round} steps per env per round must divide "
+                         f"train.episode_length={t.episode_length} so rounds end on episode boundaries")
+    if d.k_update < 0:
+        raise ValueError(f"train.k_update: must be >= 0, got {d.k_update}")
+    if t.buffer_capacity < t.num_envs * (t.episode_length + 1):
+        raise ValueError(f"train.buffer_capacity: {t.buffer_capacity} cannot hold one episode per env")
+    if not 0 < p.num_elites <= p.num_samples:
+        raise ValueError(f"planner.num_elites: {p.num_elites} must be in [1, planner.num_samples={p.num_samples}]")
+    if not 0 <= p.num_pi_trajs < p.num_samples:
+        raise ValueError(f"planner.num_pi_trajs: {p.num_pi_trajs} must be in [0, planner.num_samples)")
+    if p.iterations < 1:
+        raise ValueError(f"planner.iterations: must be >= 1, got {p.iterations}")
+    if not 0 < p.min_std <= p.max_std:
+        raise ValueError(f"planner.min_std: need 0 < min_std <= max_std, got {p.min_std}, {p.max_std}")
+    if cfg.optim.batch_size < 1:
+        raise ValueError(f"optim.batch_size: must be >= 1, got {cfg.optim.batch_size}")
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,386 @@
+"""Training loop over a batch of seeds: S seeds x E envs in one process, one jitted call per decision and per
+round of updates, evaluation, CSV logging, checkpoint/resume and signal handling.
+
+Schedule, in ENV steps per seed (agent steps x action_repeat x envs of the seed):
+  a round = `collect_steps` agent steps over the seed's envs, then K_UPDATE updates in one lax.scan;
+  uniform random actions until EXPL_UNTIL, then one burst of `seed_updates` updates, then K_UPDATE per round;
+  evaluation at env step 0 and every `eval_freq`; a checkpoint at the first episode end after every
+  `checkpoint_freq`, on a signal and at the end.
+Episodes have a fixed length and every env of every seed resets together, so rounds end on episode
+boundaries and a checkpoint taken there (plus per-episode reset seeds) makes a resumed run identical to an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from . import agent, buffer as replay, checkpoint
+from .config import Config, derive, to_dict
+from .envs import EnvPool
+from .planner import PlanSettings, plan_batch, policy_act_batch
+from .runlog import RunLog
+
+TRAIN_STREAM, EVAL_STREAM = 0, 1
+
+
+def episode_seeds(run_seeds, stream: int, index: int, per_seed: int) -> np.ndarray:
+    """Reset seeds (S * per_seed,) for episode `index` of a stream; seed-major order, like the env pools."""
+    return np.array([np.random.SeedSequence([s, stream, index, i]).generate_state(1)[0]
+                     for s in run_seeds for i in range(per_seed)], dtype=np.int64)
+
+
+def config_fingerprint(cfg: Config) -> str:
+    """Everything that must match to resume a checkpoint (train.steps may grow to extend a run)."""
+    return json.dumps(to_dict(replace(cfg, train=replace(cfg.train, steps=0))), sort_keys=True)
+
+
+class StopRequest:
+    """First SIGINT/SIGTERM: finish the episode, checkpoint, exit. Second: stop at once."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: finishing the current episode, then checkpointing "
+              "(send again to stop at once)", file=sys.stderr, flush=True)
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.signum == signal.SIGINT else 143
+
+
+class Trainer:
+    def __init__(self, cfg: Config, seeds: list[int], run_dirs: list[Path], progress: bool = True):
+        self.cfg, self.d = cfg, derive(cfg)
+        self.seeds, self.progress = list(seeds), progress
+        self.logs = [RunLog(p) for p in run_dirs]
+        t = cfg.train
+        self.E, self.L = t.num_envs, t.episode_length
+        self.env_steps_per_tick = t.action_repeat * self.E
+        self.ticks_per_round = self.d.steps_per_env_per_round
+        self.pool = EnvPool(cfg.task, len(seeds) * self.E, t.action_repeat, t.num_workers)
+        self.eval_pool = None
+        self.obs_dim, self.act_dim = self.pool.obs_dim, self.pool.act_dim
+        self.hyper = agent.Hyper.from_config(cfg)
+        self.plan_settings = PlanSettings.from_config(cfg.planner, cfg.horizon, self.d.discount)
+        self.world_tx, self.policy_tx = agent.optimisers(cfg)
+        self.round_traces = 0  # incremented only while tracing: tests assert it stops growing
+        self._build_functions()
+
+    # ---- jitted pieces -------------------------------------------------------------------------------------
+    def _build_functions(self):
+        cfg, E = self.cfg, self.E
+        self._init = jax.jit(jax.vmap(lambda s: agent.init_state(cfg, self.obs_dim, self.act_dim, s)))
+
+        def act(states, obs, prev_mean, counter, eval_mode: bool, use_planner: bool):
+            purpose = agent.EVAL if eval_mode else agent.ACT
+            keys = jax.vmap(lambda k: jax.random.split(agent.stream(k, purpose, counter), obs.shape[1]))(states.key)
+            if use_planner:
+                return plan_batch(states.world, states.policy, obs, prev_mean, keys, self.plan_settings, eval_mode)
+            return policy_act_batch(states.policy, states.world, obs, keys, eval_mode), prev_mean
+
+        self._act = jax.jit(act, static_argnames=("eval_mode", "use_planner"))
+
+        def round_fn(states, obs, action, reward, pos, first_update, num_updates: int):
+            self.round_traces += 1
+            buffers = jax.vmap(replay.add)(states.buffer, obs, action, reward, pos)
+            states = eqx.tree_at(lambda s: s.buffer, states, buffers)
+            if num_updates == 0:
+                return states, {}
+            run = lambda s: agent.run_updates(s, first_update, num_updates, self.hyper, self.world_tx,
+                                              self.policy_tx)
+            return jax.vmap(run)(states)
+
+        donate = (0,) if jax.default_backend() != "cpu" else ()
+        self._round_jit = jax.jit(round_fn, static_argnames=("num_updates",), donate_argnums=donate)
+
+    # ---- state: fresh or resumed ---------------------------------------------------------------------------
+    def _template(self):
+        return jax.eval_shape(lambda: agent.init_state(self.cfg, self.obs_dim, self.act_dim, 0))
+
+    def restore_or_init(self):
+        latest = [checkpoint.list_checkpoints(log.dir / "checkpoints") for log in self.logs]
+        if not any(latest):
+            self.counters = {"tick": 0, "updates": 0, "burst_done": False}
+            for log in self.logs:  # a run killed before its first checkpoint starts over
+                log.eval.truncate_after(-1)
+                log.train.truncate_after(-1)
+            return self._init(jnp.asarray(self.seeds)), False
+        steps = {int(c[-1].stem.split("_")[1]) if c else None for c in latest}
+        if len(steps) != 1:
+            detail = ", ".join(f"seed {s}: {c[-1].name if c else 'none'}" for s, c in zip(self.seeds, latest))
+            raise checkpoint.CheckpointError(f"seeds of one batch must resume from the same env step ({detail}); "
+                                             "run them in separate batches")
+        template, fingerprint = self._template(), config_fingerprint(self.cfg)
+        seed_states, metas = [], []
+        for seed, ckpts in zip(self.seeds, latest):
+            state, meta = checkpoint.load(ckpts[-1], template)
+            if meta.get("fingerprint") != fingerprint:
+                raise checkpoint.CheckpointError(f"incompatible checkpoint {ckpts[-1]}: written with a different config")
+            if meta.get("seed") != seed:
+                raise checkpoint.CheckpointError(f"incompatible checkpoint {ckpts[-1]}: it is seed {meta.get('seed')}, "
+                                                 f"not seed {seed}")
+            seed_states.append(state)
+            metas.append(meta)
+        self.counters = metas[0]["counters"]
+        env_step = self.counters["tick"] * self.env_steps_per_tick
+        for log in self.logs:
+            log.eval.truncate_after(env_step)
+            log.train.truncate_after(env_step)
+        states = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *seed_states)
+        return states, True
+
+    def save_checkpoints(self, states, active):
+        env_step = self.env_step
+        host = jax.device_get(states)
+        leaves = jax.tree.leaves(host)
+        fingerprint = config_fingerprint(self.cfg)
+        for i, (seed, log) in enumerate(zip(self.seeds, self.logs)):
+            if active[i]:
+                meta = {"seed": seed, "env_step": env_step, "counters": self.counters, "fingerprint": fingerprint}
+                checkpoint.save(log.dir / "checkpoints", env_step, [x[i] for x in leaves], meta)
+
+    @property
+    def env_step(self) -> int:
+        return self.counters["tick"] * self.env_steps_per_tick
+
+    # ---- evaluation ----------------------------------------------------------------------------------------
+    def evaluate(self, states, eval_index: int) -> dict[str, np.ndarray]:
+        """Mean/std over `eval_episodes` episodes per seed, with MPPI and with the policy prior alone."""
+        n, S = self.cfg.train.eval_episodes, len(self.seeds)
+        if self.eval_pool is None:
+            self.eval_pool = EnvPool(self.cfg.task, S * n, self.cfg.train.action_repeat, self.cfg.train.num_workers)
+        out = {}
+        for name, use_planner in (("mppi", True), ("pi", False)):
+            obs = self.eval_pool.reset(episode_seeds(self.seeds, EVAL_STREAM, eval_index, n))
+            prev_mean = jnp.zeros((S, n, self.cfg.horizon, self.act_dim))
+            returns = np.zeros(S * n)
+            for t in range(self.L):
+                actions, prev_mean = self._act(states, jnp.asarray(obs.reshape(S, n, -1)), prev_mean,
+                                               eval_index * self.L + t, eval_mode=True, use_planner=use_planner)
+                obs, reward = self.eval_pool.step(np.asarray(actions).reshape(S * n, -1))
+                returns += reward
+            returns = returns.reshape(S, n)
+            out[f"{name}_return"], out[f"{name}_return_std"] = returns.mean(1), returns.std(1)
+        return out
+
+    # ---- the loop ------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        cfg, S, E = self.cfg, len(self.seeds), self.E
+        states, resumed = self.restore_or_init()
+        active = np.ones(S, dtype=bool)
+        start_step = self.env_step
+        for log in self.logs:
+            log.event(start_step, "resume" if resumed else "start", total_env_steps=cfg.train.steps)
+            last, best = log.best_eval_so_far()
+            log.set_status(status="running", env_step=start_step, total_env_steps=cfg.train.steps,
+                           last_mppi_return=last, best_mppi_return=best)
+        eval_freq, log_freq, ckpt_freq = cfg.train.eval_freq, cfg.train.log_freq, cfg.train.checkpoint_freq
+        next_eval = 0 if start_step == 0 else (start_step // eval_freq + 1) * eval_freq
+        next_log = (start_step // log_freq + 1) * log_freq
+        next_ckpt = (start_step // ckpt_freq + 1) * ckpt_freq
+        last_eval_step = start_step if resumed else None
+        accumulated, rounds_in_log, log_clock, log_step, log_updates = {}, 0, time.time(), start_step, 0
+        bar = tqdm(total=cfg.train.steps, initial=start_step, unit="env step", disable=not self.progress,
+                   mininterval=0.5 if sys.stderr.isatty() else 10, dynamic_ncols=True, file=sys.stderr)
+        started = time.time()
+        exit_code = 0
+        prev_mean = jnp.zeros((S, E, cfg.horizon, self.act_dim))
+        with StopRequest() as stop:
+            try:
+                while True:
+                    if next_eval is not None and self.env_step >= next_eval:
+                        self._log_eval(states, active, started)
+                        last_eval_step = self.env_step
+                        next_eval = (self.env_step // eval_freq + 1) * eval_freq
+                        bar.set_postfix_str(self._postfix(), refresh=False)
+                    at_episode_end = self.counters["tick"] % self.L == 0
+                    finished = self.env_step >= cfg.train.steps
+                    if at_episode_end and (finished or stop.signum is not None or self.env_step >= next_ckpt):
+                        if finished and last_eval_step != self.env_step:
+                            self._log_eval(states, active, started)
+                            last_eval_step = self.env_step
+                        if self.env_step > start_step or not resumed:
+                            self.save_checkpoints(states, active)
+                        next_ckpt = (self.env_step // ckpt_freq + 1) * ckpt_freq
+                        if finished or stop.signum is not None:
+                            break
+                    if not active.any():
+                        break
+                    states, prev_mean, metrics = self._collect_and_update(states, prev_mean, active)
+                    bar.update(self.env_step - bar.n)
+                    self._check_finite(metrics, active)
+                    if metrics:
+                        for k, v in metrics.items():
+                            accumulated[k] = accumulated.get(k, 0.0) + v
+                        rounds_in_log += 1
+                        log_updates += self._last_num_updates
+                    if self.env_step >= next_log and rounds_in_log:
+                        elapsed = time.time() - log_clock
+                        row_common = {"env_step": self.env_step, "agent_step": self.counters["tick"] * E,
+                                      "update": self.counters["updates"],
+                                      "updates_per_s": log_updates / elapsed,
+                                      "env_steps_per_s": (self.env_step - log_step) / elapsed,
+                                      "wall_time_s": time.time() - started}
+                        for i, log in enumerate(self.logs):
+                            if active[i]:
+                                log.train.append({**row_common, **{k: float(v[i] / rounds_in_log)
+                                                                   for k, v in accumulated.items()}})
+                                log.set_status(env_step=self.env_step, env_steps_per_s=row_common["env_steps_per_s"])
+                        accumulated, rounds_in_log, log_clock, log_step, log_updates = {}, 0, time.time(), \
+                            self.env_step, 0
+                        next_log = (self.env_step // log_freq + 1) * log_freq
+            except KeyboardInterrupt:
+                stop.signum = stop.signum or signal.SIGINT
+                self._finish(active, "interrupted", "stopped at once; progress since the last checkpoint is lost")
+                bar.close()
+                return 130
+            bar.close()
+            if stop.signum is not None and self.env_step < cfg.train.steps:
+                self._finish(active, "interrupted", f"{signal.Signals(stop.signum).name}; resume with the same command")
+                exit_code = stop.exit_code
+            else:
+                self._finish(active, "done", None)
+        return 1 if (exit_code == 0 and not active.all()) else exit_code
+
+    def _collect_and_update(self, states, prev_mean, active):
+        """Collect one round of agent steps for every env of every seed, then run the round's updates."""
+        cfg, S, E, L = self.cfg, len(self.seeds), self.E, self.L
+        rows_obs, rows_action, rows_reward, rows_pos = [], [], [], []
+        for _ in range(self.ticks_per_round):
+            tick = self.counters["tick"]
+            if tick % L == 0:  # every env of every seed starts a new episode together
+                self.obs = self.pool.reset(episode_seeds(self.seeds, TRAIN_STREAM, tick // L, E)).reshape(S, E, -1)
+                prev_mean = jnp.zeros_like(prev_mean)
+                rows_obs.append(self.obs)
+                rows_action.append(np.zeros((S, E, self.act_dim), np.float32))
+                rows_reward.append(np.zeros((S, E), np.float32))
+                rows_pos.append(np.zeros((S, E), np.int32))
+            if tick * self.env_steps_per_tick < self.d.expl_until_env_steps:
+                actions = np.stack([np.random.default_rng([s, tick]).uniform(-1, 1, (E, self.act_dim))
+                                    for s in self.seeds]).astype(np.float32)
+            else:
+                actions, prev_mean = self._act(states, jnp.asarray(self.obs), prev_mean, tick, eval_mode=False,
+                                               use_planner=cfg.planner.mpc)
+                actions = np.asarray(actions)
+                actions[~active] = 0.0  # a failed seed's NaN actions must not reach the simulator
+            obs, reward = self.pool.step(actions.reshape(S * E, -1))
+            self.obs = obs.reshape(S, E, -1)
+            rows_obs.append(self.obs)
+            rows_action.append(actions)
+            rows_reward.append(reward.reshape(S, E))
+            rows_pos.append(np.full((S, E), tick % L + 1, np.int32))
+            self.counters["tick"] += 1
+
+        stack = lambda rows: jnp.asarray(np.stack(rows, axis=1))  # (S, n, E, ...)
+        num_updates = self._updates_due()
+        states, metrics = self._round_jit(states, stack(rows_obs), stack(rows_action), stack(rows_reward),
+                                          stack(rows_pos), jnp.int32(self.counters["updates"]),
+                                          num_updates=num_updates)
+        self.counters["updates"] += num_updates
+        self._last_num_updates = num_updates
+        return states, prev_mean, {k: np.asarray(v) for k, v in metrics.items()}
+
+    def _updates_due(self) -> int:
+        if self.env_step < self.d.expl_until_env_steps:
+            return 0
+        if not self.counters["burst_done"]:
+            self.counters["burst_done"] = True
+            return self.d.seed_updates
+        return self.d.k_update
+
+    def _check_finite(self, metrics, active):
+        if not metrics:
+            return
+        finite = metrics.pop("params_finite")
+        for i, log in enumerate(self.logs):
+            if not active[i]:
+                continue
+            bad = [k for k, v in metrics.items() if not np.isfinite(v[i])]
+            if bad or not finite[i]:
+                term = bad[0] if bad else "parameters"
+                log.event(self.env_step, "nonfinite", term=term, update=self.counters["updates"],
+                          message=f"non-finite {term} in the updates ending at update {self.counters['updates']}; "
+                                  "the last good checkpoint is kept")
+                log.set_status(status="failed", env_step=self.env_step)
+                print(f"seed {self.seeds[i]}: non-finite {term} at env step {self.env_step}; run marked failed",
+                      file=sys.stderr)
+                active[i] = False
+
+    def _log_eval(self, states, active, started):
+        index = self.env_step // max(self.cfg.train.eval_freq, 1)
+        results = self.evaluate(states, index)
+        for i, log in enumerate(self.logs):
+            if not active[i]:
+                continue
+            row = {"env_step": self.env_step, "agent_step": self.counters["tick"] * self.E,
+                   "episodes": self.cfg.train.eval_episodes, "wall_time_s": time.time() - started}
+            row.update({k: float(v[i]) for k, v in results.items()})
+            log.eval.append(row)
+            best = log.status.get("best_mppi_return")
+            mppi = row["mppi_return"]
+            log.set_status(env_step=self.env_step, last_mppi_return=mppi,
+                           best_mppi_return=mppi if best is None else max(best, mppi))
+
+    def _postfix(self) -> str:
+        last = [log.status.get("last_mppi_return") for log in self.logs]
+        last = [x for x in last if x is not None]
+        return f"MPPI {np.mean(last):.1f}" if last else ""
+
+    def _finish(self, active, status, message):
+        for i, log in enumerate(self.logs):
+            if active[i]:
+                log.event(self.env_step, status, **({"message": message} if message else {}))
+                log.set_status(status=status, env_step=self.env_step)
+        self._close_pools()
+
+    def _close_pools(self):
+        for pool in (self.pool, self.eval_pool):
+            if pool is not None:
+                pool.close()
+
+
+def train(cfg: Config, seeds: list[int], run_dirs: list[Path], *, progress: bool = True) -> int:
+    """Train `seeds` (vmapped in this process) into `run_dirs`. Returns a process exit code.
+
+    Seeds whose status is done (for at least cfg.train.steps) or failed are skipped; the rest resume from
+    their latest checkpoint when they have one.
+    """
+    todo = []
+    for seed, run_dir in zip(seeds, run_dirs):
+        status = RunLog(run_dir).read_status() or {}
+        if status.get("status") == "done" and status.get("env_step", 0) >= cfg.train.steps:
+            print(f"seed {seed}: already done ({run_dir})", file=sys.stderr)
+        elif status.get("status") == "failed":
+            print(f"seed {seed}: failed earlier, skipped (see {Path(run_dir) / 'events.jsonl'})", file=sys.stderr)
+        else:
+            todo.append((seed, Path(run_dir)))
+    if not todo:
+        return 0
+    trainer = Trainer(cfg, [s for s, _ in todo], [d for _, d in todo], progress=progress)
+    try:
+        return trainer.run()
+    finally:
+        trainer._close_pools()

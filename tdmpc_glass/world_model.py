@@ -1,0 +1,122 @@
+"""TD-MPC2's networks: encoder, latent dynamics, reward, Q ensemble and policy prior (single seed).
+
+Shapes: obs (..., obs_dim), z (..., latent_dim), a (..., act_dim); every call takes arbitrary leading axes.
+The Q ensemble is one MLP whose arrays carry a leading `num_q` axis and is evaluated with one vmap.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from . import math as tmath
+from .config import Config, derive
+from .nn import MLP, num_params
+
+
+def make_q_ensemble(in_dim, mlp_dim, num_bins, num_q, dropout, key) -> MLP:
+    """num_q Q heads stacked on a leading axis; last layers start at zero so initial values are 0."""
+    make = lambda k: MLP(in_dim, (mlp_dim, mlp_dim), num_bins, k, dropout=dropout, zero_last=True)
+    return eqx.filter_vmap(make)(jax.random.split(key, num_q))
+
+
+def ensemble_logits(qs: MLP, za, dropout_key: Optional[jax.Array] = None):
+    """Logits (num_heads, ..., num_bins) of every head in a stacked ensemble at za = [z, a]."""
+    num_heads = qs.out.weight.shape[0]
+    if dropout_key is None:
+        return jax.vmap(lambda head: head(za))(qs)
+    return jax.vmap(lambda head, k: head(za, k))(qs, jax.random.split(dropout_key, num_heads))
+
+
+def select_heads(qs: MLP, idx):
+    return jax.tree.map(lambda p: p[idx], qs)
+
+
+class WorldModel(eqx.Module):
+    encoder: MLP
+    dynamics: MLP
+    reward: MLP
+    qs: MLP
+    num_bins: int = eqx.field(static=True)
+    vmin: float = eqx.field(static=True)
+    vmax: float = eqx.field(static=True)
+
+    def encode(self, obs):
+        return self.encoder(obs)
+
+    def next(self, z, a):
+        return self.dynamics(jnp.concatenate([z, a], -1))
+
+    def reward_logits(self, z, a):
+        return self.reward(jnp.concatenate([z, a], -1))
+
+    def decode(self, logits):
+        return tmath.two_hot_inv(logits, self.num_bins, self.vmin, self.vmax)
+
+    def soft_ce(self, logits, target):
+        return tmath.soft_ce(logits, target, self.num_bins, self.vmin, self.vmax)
+
+    def q_logits(self, z, a, dropout_key=None, qs: Optional[MLP] = None):
+        """All heads: (num_q, ..., num_bins). `qs` swaps in other parameters (the target ensemble)."""
+        return ensemble_logits(self.qs if qs is None else qs, jnp.concatenate([z, a], -1), dropout_key)
+
+    def q_value(self, z, a, key, reduce: str, dropout_key=None, qs: Optional[MLP] = None):
+        """Decoded value (...,) of two randomly chosen heads, reduced by 'min' or 'avg' (TD-MPC2's 2-of-num_q)."""
+        qs = self.qs if qs is None else qs
+        num_q = qs.out.weight.shape[0]
+        pair = jax.random.choice(key, num_q, (2,), replace=False)
+        values = self.decode(ensemble_logits(select_heads(qs, pair), jnp.concatenate([z, a], -1), dropout_key))
+        return values.min(0) if reduce == "min" else values.mean(0)
+
+
+class Policy(eqx.Module):
+    mlp: MLP
+    act_dim: int = eqx.field(static=True)
+    log_std_min: float = eqx.field(static=True)
+    log_std_max: float = eqx.field(static=True)
+
+    def __call__(self, z, key):
+        """Sample tanh-squashed actions (..., A). Returns (action, mean_action, scaled_entropy (...,)).
+
+        scaled_entropy = -A * log N(eps; 0, std) of the pre-tanh sample, without the tanh Jacobian (TD-MPC2).
+        """
+        mean, raw_log_std = jnp.split(self.mlp(z), 2, axis=-1)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (jnp.tanh(raw_log_std) + 1)
+        eps = jax.random.normal(key, mean.shape)
+        action = jnp.tanh(mean + eps * jnp.exp(log_std))
+        scaled_entropy = -self.act_dim * tmath.gaussian_logprob(eps, log_std)
+        return action, jnp.tanh(mean), scaled_entropy
+
+    def mean_action(self, z):
+        return jnp.tanh(jnp.split(self.mlp(z), 2, axis=-1)[0])
+
+
+def make_networks(cfg: Config, obs_dim: int, act_dim: int, key) -> tuple[WorldModel, Policy]:
+    m, d = cfg.model, derive(cfg)
+    k_enc, k_dyn, k_rew, k_q, k_pi = jax.random.split(key, 5)
+    enc_hidden = (d.enc_dim,) * max(d.num_enc_layers - 1, 1)
+    za = d.latent_dim + act_dim
+    world = WorldModel(
+        encoder=MLP(obs_dim, enc_hidden, d.latent_dim, k_enc, out_activation="simnorm", simnorm_dim=m.simnorm_dim),
+        dynamics=MLP(za, (d.mlp_dim, d.mlp_dim), d.latent_dim, k_dyn, out_activation="simnorm",
+                     simnorm_dim=m.simnorm_dim),
+        reward=MLP(za, (d.mlp_dim, d.mlp_dim), m.num_bins, k_rew, zero_last=True),
+        qs=make_q_ensemble(za, d.mlp_dim, m.num_bins, d.num_q, m.dropout, k_q),
+        num_bins=m.num_bins, vmin=m.vmin, vmax=m.vmax,
+    )
+    policy = Policy(MLP(d.latent_dim, (d.mlp_dim, d.mlp_dim), 2 * act_dim, k_pi), act_dim, m.log_std_min,
+                    m.log_std_max)
+    return world, policy
+
+
+def count_params(cfg: Config, obs_dim: int, act_dim: int) -> dict[str, int]:
+    """Parameter count per network and in total (target Q heads excluded, as TD-MPC2 reports)."""
+    world, policy = eqx.filter_eval_shape(make_networks, cfg, obs_dim, act_dim, jax.random.key(0))
+    counts = {
+        "encoder": num_params(world.encoder), "dynamics": num_params(world.dynamics),
+        "reward": num_params(world.reward), "policy": num_params(policy), "q_ensemble": num_params(world.qs),
+    }
+    counts["total"] = sum(counts.values())
+    return counts

@@ -1,0 +1,112 @@
+"""The training loop as a user runs it: outputs, resume after SIGKILL, signals, no retracing."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tdmpc_glass.train import Trainer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_script import tiny_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).parent / "train_script.py"
+
+
+def launch(run_dirs, seeds=(1, 2), **train):
+    spec = json.dumps({"seeds": list(seeds), "run_dirs": [str(d) for d in run_dirs], "train": train})
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, str(SCRIPT), spec], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def rows(path, drop=("wall_time_s", "updates_per_s", "env_steps_per_s")):
+    with open(path, newline="") as f:
+        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("full")
+    dirs = [root / "seed1", root / "seed2"]
+    proc = launch(dirs)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err
+    return dirs
+
+
+def test_run_writes_the_runs_layout(uninterrupted):
+    for d in uninterrupted:
+        status = json.loads((d / "status.json").read_text())
+        assert status["status"] == "done" and status["env_step"] == 320
+        evals = rows(d / "eval.csv")
+        assert [int(r["env_step"]) for r in evals] == [0, 80, 160, 240, 320]
+        assert all(r["mppi_return"] != "" and r["pi_return"] != "" for r in evals)
+        train = rows(d / "train.csv")
+        assert train and {"consistency_loss", "value_loss", "pi_loss", "reward_loss"} <= set(train[0])
+        events = [json.loads(line)["event"] for line in (d / "events.jsonl").read_text().splitlines()]
+        assert events[0] == "start" and events[-1] == "done"
+        assert len(list((d / "checkpoints").glob("step_*.npz"))) == 2  # the last two are kept
+    # the two seeds are different runs, not copies
+    assert rows(uninterrupted[0] / "train.csv") != rows(uninterrupted[1] / "train.csv")
+
+
+def test_resume_after_sigkill_reproduces_the_uninterrupted_run(uninterrupted, tmp_path):
+    dirs = [tmp_path / "seed1", tmp_path / "seed2"]
+    proc = launch(dirs)
+    deadline = time.time() + 600
+    while not list((dirs[1] / "checkpoints").glob("step_0000000160.npz")):
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads((dirs[0] / "status.json").read_text())["status"] == "running"
+    proc = launch(dirs)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err
+    for d, ref in zip(dirs, uninterrupted):
+        assert rows(d / "eval.csv") == rows(ref / "eval.csv")
+        assert rows(d / "train.csv") == rows(ref / "train.csv")
+        assert "resume" in (d / "events.jsonl").read_text()
+
+
+def test_sigterm_checkpoints_and_marks_interrupted_then_resumes(tmp_path):
+    dirs = [tmp_path / "seed1"]
+    proc = launch(dirs, seeds=(1,))
+    deadline = time.time() + 600
+    while not (dirs[0] / "train.csv").exists():  # past compilation, inside the loop
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    status = json.loads((dirs[0] / "status.json").read_text())
+    assert status["status"] == "interrupted"
+    assert list((dirs[0] / "checkpoints").glob("step_*.npz"))
+    assert "interrupted" in (dirs[0] / "events.jsonl").read_text()
+    proc = launch(dirs, seeds=(1,))
+    assert proc.communicate(timeout=900)[0] is not None and proc.returncode == 0
+    assert json.loads((dirs[0] / "status.json").read_text())["status"] == "done"
+
+
+def test_no_retracing_across_rounds(tmp_path):
+    # 640 env steps = 8 episodes = 32 rounds of 5 ticks; compiled shapes must not grow with the round count
+    cfg = tiny_config(steps=640, eval_freq=320)
+    trainer = Trainer(cfg, [1], [tmp_path / "seed1"], progress=False)
+    try:
+        assert trainer.run() == 0
+    finally:
+        trainer._close_pools()
+    # round kinds: no updates yet / seeding burst / regular, each with or without an episode's reset row
+    assert trainer.round_traces <= 5
+    assert trainer._round_jit._cache_size() == trainer.round_traces
+    # acting: training planner, eval planner, eval policy prior
+    assert trainer._act._cache_size() <= 3

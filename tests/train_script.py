@@ -1,0 +1,27 @@
+"""Runs a tiny training job in its own process (used by test_train.py to kill and resume it)."""
+import json
+import sys
+
+from tdmpc_glass.config import Config
+from tdmpc_glass.train import train
+
+
+def tiny_config(**train_overrides) -> Config:
+    cfg = Config(task="hopper-hop", horizon=3)
+    m = cfg.model
+    m.size, m.enc_dim, m.mlp_dim, m.latent_dim, m.num_q = 1, 32, 32, 16, 2
+    p = cfg.planner
+    p.iterations, p.num_samples, p.num_elites, p.num_pi_trajs = 2, 16, 4, 2
+    cfg.optim.batch_size = 16
+    t = cfg.train
+    t.steps, t.num_envs, t.episode_length, t.collect_steps, t.k_update = 320, 2, 20, 10, 4
+    t.expl_until, t.seed_updates, t.buffer_capacity = 80, 8, 400
+    t.eval_freq, t.eval_episodes, t.log_freq, t.checkpoint_freq, t.num_workers = 80, 2, 40, 80, 0
+    for key, value in train_overrides.items():
+        setattr(t, key, value)
+    return cfg
+
+
+if __name__ == "__main__":
+    spec = json.loads(sys.argv[1])
+    sys.exit(train(tiny_config(**spec.get("train", {})), spec["seeds"], spec["run_dirs"], progress=False))
