@@ -183,3 +183,98 @@ def check(cfg: Config) -> None:
 
 def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
+
+
+# ---- loading: layers of dotted overrides validated by OmegaConf --------------------------------------------
+
+class ConfigError(ValueError):
+    """One-line message naming the source, the key and what is wrong."""
+
+
+def dotted_keys(schema=Config, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(schema):
+        name = prefix + f.name
+        sub = _dataclass_type(schema, f)
+        keys += dotted_keys(sub, name + ".") if sub is not None else [name]
+    return keys
+
+
+def _dataclass_type(schema, f):
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return type(default) if dataclasses.is_dataclass(default) else None
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}; dotted keys pass through."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def nearest_key(key: str) -> str | None:
+    import difflib
+    close = difflib.get_close_matches(key, dotted_keys(), n=1, cutoff=0.5)
+    if not close:  # a right leaf under a wrong section: 'num_samples' -> 'planner.num_samples'
+        leaf = key.rsplit(".", 1)[-1]
+        close = [k for k in dotted_keys() if k.rsplit(".", 1)[-1] == leaf][:1]
+    return close[0] if close else None
+
+
+def unknown_key_message(source: str, key: str) -> str:
+    hint = nearest_key(key)
+    return f"{source}: unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else "")
+
+
+def build_config(layers: list[tuple[str, dict]]) -> Config:
+    """Apply layers of overrides in order over the schema defaults, validate, and return a Config.
+
+    Each layer is (source, mapping); mappings may be nested or use dotted keys. Raises ConfigError.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    conf = OmegaConf.structured(Config)
+    valid = set(dotted_keys())
+    for source, mapping in layers:
+        for key, value in flatten(mapping or {}).items():
+            if key not in valid:
+                raise ConfigError(unknown_key_message(source, key))
+            try:
+                OmegaConf.update(conf, key, value, merge=False)
+            except OmegaConfBaseException as e:
+                reason = str(e).splitlines()[0]
+                raise ConfigError(f"{source}: {key}: {reason}") from None
+    cfg = OmegaConf.to_object(conf)
+    try:
+        check(cfg)
+    except ValueError as e:
+        raise ConfigError(f"resolved config: {e}") from None
+    return cfg
+
+
+def parse_override(text: str, source: str = "command line") -> tuple[str, object]:
+    """'train.steps=20000' -> ('train.steps', 20000); the value is read as YAML (numbers, bools, null)."""
+    import yaml
+    if "=" not in text:
+        raise ConfigError(f"{source}: override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def config_from_dict(d: dict, source: str = "config") -> Config:
+    return build_config([(source, d)])
+
+
+def config_to_yaml(cfg: Config) -> str:
+    import yaml
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -71,6 +71,39 @@ class StopRequest:
         return 130 if self.signum == signal.SIGINT else 143
 
 
+class TrainLogWindow:
+    """Averages per-round metrics (arrays over seeds) between train.csv rows and measures throughput."""
+
+    def __init__(self, env_step: int, log_freq: int):
+        self.log_freq = log_freq
+        self._reset(env_step)
+
+    def _reset(self, env_step):
+        self.sums, self.rounds, self.updates = {}, 0, 0
+        self.step0, self.clock0 = env_step, time.time()
+        self.next_row = (env_step // self.log_freq + 1) * self.log_freq
+
+    def add(self, metrics: dict, num_updates: int):
+        if metrics:
+            for k, v in metrics.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v
+            self.rounds += 1
+            self.updates += num_updates
+
+    def due(self, env_step: int) -> bool:
+        return env_step >= self.next_row and self.rounds > 0
+
+    def flush(self, env_step: int):
+        """The row since the last one (None when no updates ran), and a new window."""
+        if self.rounds == 0:
+            return None
+        elapsed = max(time.time() - self.clock0, 1e-9)
+        row = {k: v / self.rounds for k, v in self.sums.items()}
+        row.update(updates_per_s=self.updates / elapsed, env_steps_per_s=(env_step - self.step0) / elapsed)
+        self._reset(env_step)
+        return row
+
+
 class Trainer:
     def __init__(self, cfg: Config, seeds: list[int], run_dirs: list[Path], progress: bool = True):
         self.cfg, self.d = cfg, derive(cfg)
@@ -197,31 +230,31 @@ class Trainer:
             last, best = log.best_eval_so_far()
             log.set_status(status="running", env_step=start_step, total_env_steps=cfg.train.steps,
                            last_mppi_return=last, best_mppi_return=best)
-        eval_freq, log_freq, ckpt_freq = cfg.train.eval_freq, cfg.train.log_freq, cfg.train.checkpoint_freq
+        eval_freq, ckpt_freq = cfg.train.eval_freq, cfg.train.checkpoint_freq
         next_eval = 0 if start_step == 0 else (start_step // eval_freq + 1) * eval_freq
-        next_log = (start_step // log_freq + 1) * log_freq
         next_ckpt = (start_step // ckpt_freq + 1) * ckpt_freq
         last_eval_step = start_step if resumed else None
-        accumulated, rounds_in_log, log_clock, log_step, log_updates = {}, 0, time.time(), start_step, 0
+        self._train_log = TrainLogWindow(start_step, cfg.train.log_freq)
         bar = tqdm(total=cfg.train.steps, initial=start_step, unit="env step", disable=not self.progress,
                    mininterval=0.5 if sys.stderr.isatty() else 10, dynamic_ncols=True, file=sys.stderr)
-        started = time.time()
-        exit_code = 0
+        self.started = time.time()
         prev_mean = jnp.zeros((S, E, cfg.horizon, self.act_dim))
         with StopRequest() as stop:
             try:
                 while True:
-                    if next_eval is not None and self.env_step >= next_eval:
-                        self._log_eval(states, active, started)
+                    if self.env_step >= next_eval:
+                        self._log_eval(states, active)
                         last_eval_step = self.env_step
                         next_eval = (self.env_step // eval_freq + 1) * eval_freq
                         bar.set_postfix_str(self._postfix(), refresh=False)
-                    at_episode_end = self.counters["tick"] % self.L == 0
                     finished = self.env_step >= cfg.train.steps
+                    at_episode_end = self.counters["tick"] % self.L == 0
                     if at_episode_end and (finished or stop.signum is not None or self.env_step >= next_ckpt):
                         if finished and last_eval_step != self.env_step:
-                            self._log_eval(states, active, started)
+                            self._log_eval(states, active)
                             last_eval_step = self.env_step
+                        # a checkpoint closes the train.csv window, so a resumed run logs the same rows
+                        self._write_train_rows(active)
                         if self.env_step > start_step or not resumed:
                             self.save_checkpoints(states, active)
                         next_ckpt = (self.env_step // ckpt_freq + 1) * ckpt_freq
@@ -232,32 +265,16 @@ class Trainer:
                     states, prev_mean, metrics = self._collect_and_update(states, prev_mean, active)
                     bar.update(self.env_step - bar.n)
                     self._check_finite(metrics, active)
-                    if metrics:
-                        for k, v in metrics.items():
-                            accumulated[k] = accumulated.get(k, 0.0) + v
-                        rounds_in_log += 1
-                        log_updates += self._last_num_updates
-                    if self.env_step >= next_log and rounds_in_log:
-                        elapsed = time.time() - log_clock
-                        row_common = {"env_step": self.env_step, "agent_step": self.counters["tick"] * E,
-                                      "update": self.counters["updates"],
-                                      "updates_per_s": log_updates / elapsed,
-                                      "env_steps_per_s": (self.env_step - log_step) / elapsed,
-                                      "wall_time_s": time.time() - started}
-                        for i, log in enumerate(self.logs):
-                            if active[i]:
-                                log.train.append({**row_common, **{k: float(v[i] / rounds_in_log)
-                                                                   for k, v in accumulated.items()}})
-                                log.set_status(env_step=self.env_step, env_steps_per_s=row_common["env_steps_per_s"])
-                        accumulated, rounds_in_log, log_clock, log_step, log_updates = {}, 0, time.time(), \
-                            self.env_step, 0
-                        next_log = (self.env_step // log_freq + 1) * log_freq
+                    self._train_log.add(metrics, self._last_num_updates)
+                    if self._train_log.due(self.env_step):
+                        self._write_train_rows(active)
             except KeyboardInterrupt:
                 stop.signum = stop.signum or signal.SIGINT
                 self._finish(active, "interrupted", "stopped at once; progress since the last checkpoint is lost")
                 bar.close()
                 return 130
             bar.close()
+            exit_code = 0
             if stop.signum is not None and self.env_step < cfg.train.steps:
                 self._finish(active, "interrupted", f"{signal.Signals(stop.signum).name}; resume with the same command")
                 exit_code = stop.exit_code
@@ -284,7 +301,7 @@ class Trainer:
             else:
                 actions, prev_mean = self._act(states, jnp.asarray(self.obs), prev_mean, tick, eval_mode=False,
                                                use_planner=cfg.planner.mpc)
-                actions = np.asarray(actions)
+                actions = np.array(actions)  # a writable host copy
                 actions[~active] = 0.0  # a failed seed's NaN actions must not reach the simulator
             obs, reward = self.pool.step(actions.reshape(S * E, -1))
             self.obs = obs.reshape(S, E, -1)
@@ -329,14 +346,25 @@ class Trainer:
                       file=sys.stderr)
                 active[i] = False
 
-    def _log_eval(self, states, active, started):
+    def _write_train_rows(self, active):
+        row = self._train_log.flush(self.env_step)
+        if row is None:
+            return
+        common = {"env_step": self.env_step, "agent_step": self.counters["tick"] * self.E,
+                  "update": self.counters["updates"], "wall_time_s": time.time() - self.started}
+        for i, log in enumerate(self.logs):
+            if active[i]:
+                log.train.append({**common, **{k: (float(v[i]) if np.ndim(v) else v) for k, v in row.items()}})
+                log.set_status(env_step=self.env_step, env_steps_per_s=row["env_steps_per_s"])
+
+    def _log_eval(self, states, active):
         index = self.env_step // max(self.cfg.train.eval_freq, 1)
         results = self.evaluate(states, index)
         for i, log in enumerate(self.logs):
             if not active[i]:
                 continue
             row = {"env_step": self.env_step, "agent_step": self.counters["tick"] * self.E,
-                   "episodes": self.cfg.train.eval_episodes, "wall_time_s": time.time() - started}
+                   "episodes": self.cfg.train.eval_episodes, "wall_time_s": time.time() - self.started}
             row.update({k: float(v[i]) for k, v in results.items()})
             log.eval.append(row)
             best = log.status.get("best_mppi_return")
