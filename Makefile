@@ -1,21 +1,23 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Every target that needs the virtual
-# environment builds it first; it is rebuilt only when pyproject.toml changes.
+# On a fresh machine `make demo` and `make test` are the only commands a newcomer types: every target that
+# needs the virtual environment builds it first, and rebuilds it only when pyproject.toml changes.
+#
+#   make phase PHASE=z SEED=1-5 [VARIANT=v] [STEPS=n] [RUNS=dir]    train (SEED defaults to the phase's seeds)
+#   make describe PHASE=z [VARIANT=v]                               resolved config, parameter counts, run dirs
+#   make validate | make list | make bench | make test-slow
+
 PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-RUNS ?= runs
-PHASE ?= demo
-SEED ?= 1
-ARGS :=
-ifdef VARIANT
-ARGS += --variant $(VARIANT)
-endif
-ifdef STEPS
-ARGS += --steps $(STEPS)
-endif
+LAUNCH := $(PY) -m experiments.launch
 
-.PHONY: install test test-slow phase demo describe validate list bench clean-demo
+# Optional arguments become launcher flags only when given, so $TDMPC_GLASS_RUNS keeps working without RUNS=.
+PHASE_FLAGS := $(if $(SEED),--seeds $(SEED)) $(if $(VARIANT),--variant $(VARIANT)) $(if $(STEPS),--steps $(STEPS))
+RUNS_FLAG := $(if $(RUNS),--runs-root $(RUNS))
+# where the demo's runs land, for the analysis steps after it
+DEMO_RUNS := $(or $(RUNS),$(TDMPC_GLASS_RUNS),runs)
+
+.PHONY: install test test-slow phase describe validate list bench demo demo-train demo-analysis
 
 install: $(STAMP)
 
@@ -26,29 +28,41 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest
 
+# pytest exits 5 when no test is marked slow; make would turn that into its own exit 2, so it is handled here
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	@echo "$(PY) -m pytest -m slow"; code=0; $(PY) -m pytest -m slow || code=$$?; \
+	if [ $$code -eq 5 ]; then echo "(no slow tests collected)"; exit 0; fi; exit $$code
 
 phase: $(STAMP)
-	$(PY) -m experiments.launch run $(PHASE) --seeds $(SEED) --runs-root $(RUNS) $(ARGS)
+	@test -n "$(PHASE)" || { echo "usage: make phase PHASE=<name> SEED=<k or a-b> [VARIANT=v] [STEPS=n] [RUNS=dir]" >&2; exit 2; }
+	$(LAUNCH) run $(PHASE) $(PHASE_FLAGS) $(RUNS_FLAG)
 
 describe: $(STAMP)
-	$(PY) -m experiments.launch describe $(PHASE) $(ARGS)
-
-list: $(STAMP)
-	$(PY) -m experiments.launch list
+	@test -n "$(PHASE)" || { echo "usage: make describe PHASE=<name> [VARIANT=v] [STEPS=n]" >&2; exit 2; }
+	$(LAUNCH) describe $(PHASE) $(PHASE_FLAGS) $(RUNS_FLAG)
 
 validate: $(STAMP)
-	$(PY) -m experiments.launch validate --all
+	$(LAUNCH) validate --all
+
+list: $(STAMP)
+	$(LAUNCH) list
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench --size 1 --seeds 1 2 --num-samples 128 --envs 1 4 --out bench.jsonl
 
-# The demo: train the demo phase (2 seeds vmapped), then its seed statistics, curves and a K-labelled video.
-demo: $(STAMP)
-	$(PY) -m experiments.launch run demo --seeds 1-2 --runs-root $(RUNS)
-	@if [ -f analysis/seed_stats.py ]; then $(PY) analysis/seed_stats.py --runs $(RUNS); fi
-	@if [ -f analysis/curves.py ]; then $(PY) analysis/curves.py --runs $(RUNS) --phases demo --out $(RUNS)/demo/curves.png; fi
-	@if [ -f videos/render.py ]; then $(PY) videos/render.py --run $(RUNS)/demo/default/seed1 --out $(RUNS)/demo/default/seed1/videos; fi
+# The demo: train phases/demo.yaml (2 seeds vmapped in one process; re-running resumes), then analyse it.
+# Hook: each analysis step below runs once its script exists; add new steps (videos, dashboard) the same way.
+demo: demo-train demo-analysis
+
+demo-train: $(STAMP)
+	$(LAUNCH) run demo --seeds 1-2 $(RUNS_FLAG)
+
+demo-analysis: demo-train
+	@if [ -f analysis/seed_stats.py ]; then $(PY) analysis/seed_stats.py --runs $(DEMO_RUNS); \
+	else echo "(analysis/seed_stats.py not built yet: skipping seed statistics)"; fi
+	@if [ -f analysis/curves.py ]; then $(PY) analysis/curves.py --runs $(DEMO_RUNS) --phases demo --out $(DEMO_RUNS)/demo/curves.png; \
+	else echo "(analysis/curves.py not built yet: skipping learning curves)"; fi
+	@if [ -f videos/render.py ]; then $(PY) videos/render.py --run $(DEMO_RUNS)/demo/default/seed1 --out $(DEMO_RUNS)/demo/default/seed1/videos; \
+	else echo "(videos/render.py not built yet: skipping the K-labelled video)"; fi

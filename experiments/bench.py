@@ -68,7 +68,7 @@ def bench_updates(args, num_seeds: int, obs_dim: int, act_dim: int) -> dict:
     rng = np.random.default_rng(0)
     rows = lambda *shape: jnp.asarray(rng.standard_normal((num_seeds, n, 1, *shape)), jnp.float32)
     pos = jnp.broadcast_to((jnp.arange(n) % 501)[None, :, None], (num_seeds, n, 1))
-    bufs = jax.vmap(replay.add)(states.buffer, rows(obs_dim), jnp.tanh(rows(act_dim)), rows()[..., 0], pos)
+    bufs = jax.vmap(replay.add)(states.buffer, rows(obs_dim), jnp.tanh(rows(act_dim)), rows(), pos)
     states = eqx.tree_at(lambda s: s.buffer, states, bufs)
     h = agent.Hyper.from_config(cfg)
     world_tx, policy_tx = agent.optimisers(cfg)

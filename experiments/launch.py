@@ -1,11 +1,13 @@
 """The common launcher: python -m experiments.launch {run, describe, list, validate} ...
 
-  run PHASE --seeds 1-5 [--variant V] [--steps N] [--runs-root DIR] [--set key=value ...]
-  describe PHASE [--variant V] [--json]
+  run PHASE [--seeds 1-5] [--variant V] [--steps N] [--runs-root DIR] [--set key=value ...] [--no-progress]
+  describe PHASE [--variant V] [--seeds S] [--steps N] [--set key=value ...] [--runs-root DIR] [--json]
   list
   validate [--all | PHASE ... | FILE.yaml ...]
 
-Every error prints one line `error: ...` and exits 2 before anything is written.
+PHASE is a name (phases/NAME.yaml) or a path to a .yaml file. Runs go to <runs_root>/<phase>/<variant>/seed<k>
+(runs root: --runs-root, else $TDMPC_GLASS_RUNS, else ./runs). Every error prints one line `error: ...` to
+stderr and exits 2, before anything is written.
 """
 from __future__ import annotations
 
@@ -13,21 +15,29 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
+import tempfile
+import textwrap
 from pathlib import Path
 
 import yaml
 
-from experiments.phases import DEFAULT_VARIANT, PhaseError, all_phases, parse_seeds, resolve
-from tdmpc_glass.checkpoint import CheckpointError
-from tdmpc_glass.config import ConfigError, config_from_dict, parse_override, to_dict
+from experiments.phases import (
+    PhaseError, Resolved, all_phase_files, format_seeds, parse_seeds, read_phase,
+    resolve_variants,
+)
+from tdmpc_glass.config import ConfigError, config_from_dict, flatten, parse_override, to_dict
 
 RUNS_ENV = "TDMPC_GLASS_RUNS"
+CONFIG_FILE = "config.yaml"
+EXTENDABLE_KEYS = ("train.steps",)  # may differ from an existing run's config.yaml: raising it extends the run
+INTERRUPTED = (130, 143)  # train's exit codes after SIGINT / SIGTERM: stop, do not start the next variant
 
 
-class UsageError(ValueError):
-    pass
+class LaunchError(ValueError):
+    """A one-line message naming what is wrong and where."""
 
+
+# ---- resolving what to run ----------------------------------------------------------------------------------
 
 def runs_root(arg: str | None) -> Path:
     return Path(arg or os.environ.get(RUNS_ENV) or "runs")
@@ -38,195 +48,259 @@ def run_dir(root: Path, phase: str, variant: str, seed: int) -> Path:
 
 
 def cli_overrides(args) -> dict:
-    overrides = dict(parse_override(s) for s in (args.set or []))
-    if getattr(args, "steps", None) is not None:
+    """--set key=value ... then --steps N (so --steps wins over --set train.steps)."""
+    overrides = dict(parse_override(text) for text in (args.set or []))
+    if args.steps is not None:
         overrides["train.steps"] = args.steps
     return overrides
 
 
-def resolve_all(args) -> list[tuple[str, object, object]]:
-    """[(variant, phase, cfg)] for the requested variant or every variant of the phase."""
+def check_task(resolved: Resolved) -> None:
     from tdmpc_glass.envs import validate_task
-    phase, _ = resolve(args.phase, None if args.variant is None else args.variant, cli_overrides(args))
-    variants = [args.variant] if args.variant else phase.variant_names()
-    out = []
-    for v in variants:
-        phase, cfg = resolve(args.phase, v, cli_overrides(args))
-        try:
-            validate_task(cfg.task)
-        except ValueError as e:
-            raise UsageError(f"task: {e}") from None
-        out.append((v, phase, cfg))
-    return out
+
+    try:
+        validate_task(resolved.cfg.task)
+    except ValueError as e:
+        raise LaunchError(f"{resolved.source_of('task')}: task: {e}") from None
 
 
-def first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            found = first_difference(x, y, f"{prefix}{key}.")
-            if found:
-                return found
-        elif x != y:
-            return f"{prefix}{key} ({y!r} there, {x!r} now)"
+def resolve_command(args) -> tuple[list[Resolved], list[int]]:
+    """Every variant the command asks for (resolved, task checked) and its seeds (--seeds, else the phase's)."""
+    seeds = parse_seeds(args.seeds, source="--seeds") if args.seeds is not None else None
+    plans = resolve_variants(args.phase, args.variant, cli_overrides(args))
+    for resolved in plans:
+        check_task(resolved)
+    return plans, seeds if seeds is not None else plans[0].phase.seeds
+
+
+# ---- run directories -------------------------------------------------------------------------------------------
+
+def run_record(resolved: Resolved, seed: int) -> dict:
+    """What config.yaml holds (INTERFACES.md): phase metadata, seed, the fully resolved config."""
+    phase = resolved.phase
+    return {
+        "phase": {"name": phase.name, "variant": resolved.variant, "description": phase.description,
+                  "benchmark_fair": phase.benchmark_fair, "aliases": list(phase.aliases)},
+        "seed": seed,
+        "config": to_dict(resolved.cfg),
+    }
+
+
+def first_difference(new: dict, old: dict, ignore=EXTENDABLE_KEYS) -> str | None:
+    """The first dotted key (in schema order) whose value differs, described for a message; None if equal."""
+    new_flat, old_flat = flatten(new), flatten(old)
+    for key in list(new_flat) + [k for k in old_flat if k not in new_flat]:
+        if key in ignore:
+            continue
+        if new_flat.get(key) != old_flat.get(key):
+            return f"{key} is {old_flat.get(key)!r} there, {new_flat.get(key)!r} now"
     return None
 
 
-def run_record(phase, variant: str, seed: int, cfg) -> dict:
-    return {"phase": {"name": phase.name, "variant": variant, "description": phase.description,
-                      "benchmark_fair": phase.benchmark_fair, "aliases": phase.aliases},
-            "seed": seed, "config": to_dict(cfg)}
-
-
-def check_existing(path: Path, cfg) -> None:
-    """A run dir may be resumed or extended (train.steps), never reused for another config."""
-    config_file = path / "config.yaml"
+def check_run_dir(path: Path, resolved: Resolved, seed: int) -> None:
+    """A run dir may be new, or resumed / extended with the same config; never reused for another one."""
+    config_file = path / CONFIG_FILE
+    if path.exists() and not path.is_dir():
+        raise LaunchError(f"{path}: exists and is not a directory")
     if not config_file.exists():
+        leftovers = [p.name for p in path.iterdir() if not p.name.endswith(".tmp")] if path.is_dir() else []
+        if leftovers:
+            raise LaunchError(f"{path}: holds files ({', '.join(sorted(leftovers)[:3])}) but no {CONFIG_FILE}; "
+                              f"not a run of this launcher: move it away or use another --runs-root")
         return
     try:
-        old = yaml.safe_load(config_file.read_text())["config"]
-        config_from_dict(old, str(config_file))
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ConfigError):
-        raise UsageError(f"{config_file}: unreadable or foreign config.yaml; move it away or use another --runs-root")
-    new = to_dict(replace(cfg, train=replace(cfg.train, steps=0)))
-    old["train"]["steps"] = 0
-    diff = first_difference(new, old)
+        record = yaml.safe_load(config_file.read_text())
+        old_cfg = config_from_dict(record["config"], source=str(config_file))
+        old_seed = record["seed"]
+    except ConfigError as e:
+        raise LaunchError(f"{e} (an existing run: move it away or use another --runs-root)") from None
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        raise LaunchError(f"{config_file}: unreadable or not a run config ({type(e).__name__}); "
+                          f"move it away or use another --runs-root") from None
+    if old_seed != seed:
+        raise LaunchError(f"{config_file}: holds seed {old_seed!r}, expected {seed}")
+    diff = first_difference(to_dict(resolved.cfg), to_dict(old_cfg))
     if diff:
-        raise UsageError(f"{config_file} holds a different config: {diff}; use another --runs-root or phase")
+        raise LaunchError(f"{config_file} holds a different config: {diff} (only train.steps may change to "
+                          f"resume a run; use another --runs-root or phase variant)")
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def cmd_run(args) -> int:
-    seeds = parse_seeds(args.seeds)
-    root = runs_root(args.runs_root)
-    plans = resolve_all(args)
-    for variant, phase, cfg in plans:  # check everything before writing anything
-        for seed in seeds:
-            check_existing(run_dir(root, phase.name, variant, seed), cfg)
-    enable_compilation_cache()
-    from tdmpc_glass.train import train
-    code = 0
-    for variant, phase, cfg in plans:
-        dirs = [run_dir(root, phase.name, variant, s) for s in seeds]
-        for seed, d in zip(seeds, dirs):
-            d.mkdir(parents=True, exist_ok=True)
-            write_atomic(d / "config.yaml", yaml.safe_dump(run_record(phase, variant, seed, cfg), sort_keys=False))
-        print(f"{phase.name}/{variant}: seeds {args.seeds} -> {dirs[0].parent}", file=sys.stderr)
-        result = train(cfg, seeds, dirs, progress=not args.no_progress)
-        if result in (130, 143):
-            return result
-        code = code or result
-    return code
+    """Readers never see a half-written file: write a temp file beside it, then rename over."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def enable_compilation_cache() -> None:
-    """Reuse compiled XLA programs across runs of the same shapes (minutes of compile on a CPU)."""
+    """Reuse compiled XLA programs across runs of the same shapes (minutes of compilation on a CPU)."""
     import jax
+
     cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(Path.home() / ".cache" / "tdmpc-glass" / "jax")
     jax.config.update("jax_compilation_cache_dir", cache)
 
 
-def cmd_describe(args) -> int:
+# ---- commands -------------------------------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    plans, seeds = resolve_command(args)
+    root = runs_root(args.runs_root)
+    for resolved in plans:  # check every run dir of every variant before writing anything
+        for seed in seeds:
+            check_run_dir(run_dir(root, resolved.phase.name, resolved.variant, seed), resolved, seed)
+
+    from tdmpc_glass.checkpoint import CheckpointError
+    from tdmpc_glass.train import train
+
+    enable_compilation_cache()
+    exit_code = 0
+    for resolved in plans:  # variants one after another; the seeds of a variant vmapped in one process
+        dirs = [run_dir(root, resolved.phase.name, resolved.variant, seed) for seed in seeds]
+        for seed, path in zip(seeds, dirs):
+            path.mkdir(parents=True, exist_ok=True)
+            write_atomic(path / CONFIG_FILE, yaml.safe_dump(run_record(resolved, seed), sort_keys=False))
+        print(f"{resolved.phase.name}/{resolved.variant}: seeds {format_seeds(seeds)} -> {dirs[0].parent}",
+              file=sys.stderr)
+        try:
+            code = train(resolved.cfg, seeds, dirs, progress=not args.no_progress)
+        except CheckpointError as e:  # a damaged or foreign checkpoint found while resuming
+            raise LaunchError(str(e)) from None
+        if code in INTERRUPTED:
+            return code
+        exit_code = exit_code or code
+    return exit_code
+
+
+def describe_record(resolved: Resolved, seeds: list[int], root: Path) -> dict:
     from tdmpc_glass.envs import task_spec
     from tdmpc_glass.world_model import count_params
-    root = runs_root(args.runs_root)
-    seeds = parse_seeds(args.seeds) if args.seeds else parse_seeds(resolve(args.phase)[0].seeds)
-    records = []
-    for variant, phase, cfg in resolve_all(args):
-        obs_dim, act_dim = task_spec(cfg.task)
-        records.append({
-            "phase": phase.name, "variant": variant, "description": phase.description,
-            "benchmark_fair": phase.benchmark_fair, "task": cfg.task, "obs_dim": obs_dim, "act_dim": act_dim,
-            "config": to_dict(cfg), "num_params": count_params(cfg, obs_dim, act_dim),
-            "run_dirs": [str(run_dir(root, phase.name, variant, s)) for s in seeds],
-        })
-    if args.json:
-        print(json.dumps(records[0] if len(records) == 1 else records, indent=1))
-        return 0
-    for r in records:
-        print(f"# phase {r['phase']} / variant {r['variant']}  "
-              f"({'benchmark-fair' if r['benchmark_fair'] else 'NOT benchmark-fair'})")
-        if r["description"]:
-            print("# " + r["description"].replace("\n", "\n# "))
-        print(f"# task {r['task']}: obs {r['obs_dim']}, action {r['act_dim']}")
-        print("# parameters: " + ", ".join(f"{k} {v:,}" for k, v in r["num_params"].items()))
-        print("# run dirs: " + " ".join(r["run_dirs"]))
-        print(yaml.safe_dump(r["config"], sort_keys=False))
+
+    obs_dim, act_dim = task_spec(resolved.cfg.task)
+    phase = resolved.phase
+    return {
+        "phase": phase.name, "variant": resolved.variant, "description": phase.description,
+        "benchmark_fair": phase.benchmark_fair, "task": resolved.cfg.task, "obs_dim": obs_dim, "act_dim": act_dim,
+        "config": to_dict(resolved.cfg),
+        "num_params": {k: int(v) for k, v in count_params(resolved.cfg, obs_dim, act_dim).items()},
+        "run_dirs": [str(run_dir(root, phase.name, resolved.variant, s)) for s in seeds],
+    }
+
+
+def cmd_describe(args) -> int:
+    plans, seeds = resolve_command(args)
+    records = [describe_record(r, seeds, runs_root(args.runs_root)) for r in plans]
+    for record in records:
+        if args.json:  # one JSON object per line: one line for a single variant
+            print(json.dumps(record))
+            continue
+        fair = "benchmark-fair" if record["benchmark_fair"] else "NOT benchmark-fair (shaping or env edits)"
+        print(f"# phase {record['phase']}, variant {record['variant']}: {fair}")
+        for line in textwrap.wrap(record["description"], width=110):
+            print(f"# {line}")
+        print(f"# task {record['task']}: obs_dim {record['obs_dim']}, act_dim {record['act_dim']}")
+        print("# parameters: " + ", ".join(f"{k} {v:,}" for k, v in record["num_params"].items()))
+        print(f"# run dirs (seeds {format_seeds(seeds)}):")
+        for path in record["run_dirs"]:
+            print(f"#   {path}")
+        print(yaml.safe_dump(record["config"], sort_keys=False))
     return 0
+
+
+def _first_line(text: str, width: int = 100) -> str:
+    line = (text.strip().splitlines() or [""])[0]
+    return line if len(line) <= width else line[: width - 3].rstrip() + "..."
 
 
 def cmd_list(args) -> int:
-    rows = [(p.name, p.extends or "-", "yes" if p.benchmark_fair else "NO", ",".join(p.variant_names()),
-             (p.description.splitlines() or [""])[0]) for p in all_phases()]
-    widths = [max(len(r[i]) for r in rows + [("phase", "extends", "fair", "variants", "")]) for i in range(4)]
-    print("  ".join(h.ljust(w) for h, w in zip(("phase", "extends", "fair", "variants"), widths)) + "  description")
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
-    return 0
+    header = ("phase", "extends", "fair", "seeds", "variants", "description")
+    rows, broken = [], 0
+    for path in all_phase_files():
+        try:
+            p = read_phase(path)
+            rows.append((p.name, p.extends or "-", "yes" if p.benchmark_fair else "NO", format_seeds(p.seeds),
+                         ",".join(p.variant_names()), _first_line(p.description)))
+        except PhaseError as e:
+            print(f"error: {e}", file=sys.stderr)
+            rows.append((path.stem, "?", "?", "?", "?", "INVALID (python -m experiments.launch validate)"))
+            broken += 1
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header) - 1)]
+    for row in [header] + rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    return 2 if broken else 0
 
 
 def cmd_validate(args) -> int:
-    from experiments.phases import PHASES_DIR
-    targets = args.phases or (sorted(str(p) for p in PHASES_DIR.glob("*.yaml")) if args.all else None)
-    if not targets:
-        raise UsageError("validate: name phases or files, or pass --all")
+    if args.all == bool(args.phases):
+        raise LaunchError("validate: name phases or .yaml files, or pass --all (not both)")
+    targets = [str(p) for p in all_phase_files()] if args.all else args.phases
     failed = 0
+    owners: dict[str, str] = {}  # phase name or alias -> file, so results merge under one canonical name
     for target in targets:
         try:
-            phase, _ = resolve(target)
-            for v in phase.variant_names():
-                resolve(target, v)
-            parse_seeds(phase.seeds)
-            print(f"ok     {target}")
-        except (PhaseError, ConfigError) as e:
+            plans = resolve_variants(target)
+            for resolved in plans:
+                check_task(resolved)
+            phase = plans[0].phase
+            for name in [phase.name] + phase.aliases:
+                if owners.setdefault(name, phase.source) != phase.source:
+                    raise LaunchError(f"{phase.source}: '{name}' (name or alias) is also a name or alias of "
+                                      f"{owners[name]}: results would merge under two phases")
+            print(f"ok  {phase.source}  ({', '.join(r.variant for r in plans)})")
+        except (PhaseError, ConfigError, LaunchError) as e:
             print(f"error: {e}", file=sys.stderr)
             failed += 1
     return 2 if failed else 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.launch", description="Run and inspect phases.")
-    sub = p.add_subparsers(dest="command", required=True)
+# ---- command line ---------------------------------------------------------------------------------------------
 
-    def phase_args(sp, seeds_required=False):
-        sp.add_argument("phase", help="phase name (phases/NAME.yaml) or path to a phase YAML")
-        sp.add_argument("--variant", default=None, help="one variant (default: every variant of the phase)")
-        sp.add_argument("--steps", type=int, default=None, help="env steps per seed (train.steps)")
-        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra dotted override (repeatable)")
-        sp.add_argument("--runs-root", default=None, help=f"runs root (default: ${RUNS_ENV} or ./runs)")
-        sp.add_argument("--seeds", required=seeds_required, default=None, help="seeds, e.g. 1-5 or 1,3")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments.launch",
+                                     description="Run, describe, list and validate phases.")
+    commands = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="train a phase (all seeds vmapped in one process)")
-    phase_args(run, seeds_required=True)
+    def phase_arguments(sub):
+        sub.add_argument("phase", help="phase name (phases/NAME.yaml) or path to a phase .yaml file")
+        sub.add_argument("--variant", default=None, help="one variant (default: every variant, one after another)")
+        sub.add_argument("--seeds", default=None, help="seeds, e.g. 1-5, 3, 1,3,5 or 1-3,7 (default: the phase's)")
+        sub.add_argument("--steps", type=int, default=None, help="env steps per seed (sets train.steps)")
+        sub.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted config override (repeatable)")
+        sub.add_argument("--runs-root", default=None, help=f"runs root (default: ${RUNS_ENV}, else ./runs)")
+
+    run = commands.add_parser("run", help="train a phase: each variant's seeds vmapped in one process")
+    phase_arguments(run)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
-    describe = sub.add_parser("describe", help="resolved config, parameter counts and run dirs")
-    phase_args(describe)
-    describe.add_argument("--json", action="store_true")
+
+    describe = commands.add_parser("describe", help="resolved config, task dims, parameter counts, run dirs")
+    phase_arguments(describe)
+    describe.add_argument("--json", action="store_true", help="one JSON object per variant, one per line")
     describe.set_defaults(func=cmd_describe)
-    sub.add_parser("list", help="phases with descriptions and fairness").set_defaults(func=cmd_list)
-    validate = sub.add_parser("validate", help="check phase files")
-    validate.add_argument("phases", nargs="*")
-    validate.add_argument("--all", action="store_true")
+
+    commands.add_parser("list", help="phases with parents, fairness, seeds, variants").set_defaults(func=cmd_list)
+
+    validate = commands.add_parser("validate", help="resolve every variant of phases; report OK or the error")
+    validate.add_argument("phases", nargs="*", metavar="PHASE", help="phase names or .yaml files")
+    validate.add_argument("--all", action="store_true", help="every file in phases/")
     validate.set_defaults(func=cmd_validate)
-    return p
+    return parser
 
 
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # usage errors exit 2 (argparse's default)
     try:
         return args.func(args)
-    except (PhaseError, ConfigError, UsageError) as e:
+    except (PhaseError, ConfigError, LaunchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except CheckpointError as e:  # found while resuming: a foreign or damaged checkpoint
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:  # `describe ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

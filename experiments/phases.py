@@ -1,26 +1,41 @@
 """Phase files: one YAML per ablation, resolved through `extends` chains into a typed Config.
 
-A phase names its parent (`extends`), says what it changes (`overrides`, dotted keys of the Config schema)
-and why (`description`), whether it is benchmark-fair, its default seeds, optional named `variants` (each a
-set of overrides on top of the phase) and `aliases` (other names its results were filed under).
+A phase file (phases/<name>.yaml, or any .yaml path given on the command line):
+
+    name: z                      # optional; defaults to the file name (and must equal it inside phases/)
+    description: "..."           # what changed and why, in the research log's words
+    extends: base                # parent phase; only the root (base) has none
+    benchmark_fair: true         # false for reward shaping or env edits
+    seeds: 1-5                   # default seeds
+    aliases: [phasez]            # other names results of this phase were filed under
+    overrides: {planner.num_samples: 512}      # dotted keys of tdmpc_glass.config.Config
+    variants: {k64: {train.k_update: 64}}      # optional named variants, each a dict of overrides
+
+Resolution order: the root ancestor's overrides, then each descendant's down to the phase, then the variant's,
+then the command line's. Variants are not inherited. A parent is looked up next to the child file first,
+then in phases/. Every error is a PhaseError whose one-line message names the file and the key.
 """
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from tdmpc_glass.config import Config, ConfigError, build_config
+from tdmpc_glass.config import Config, ConfigError, build_config, flatten
 
-PHASES_DIR = Path(__file__).resolve().parents[1] / "phases"
-TOP_LEVEL_KEYS = {"name", "description", "extends", "benchmark_fair", "seeds", "aliases", "overrides", "variants"}
-DEFAULT_VARIANT = "default"
+ROOT = Path(__file__).resolve().parents[1]
+PHASES_DIR = ROOT / "phases"
+DEFAULT_VARIANT = "default"  # the variant name of a phase without variants (runs/<phase>/default/seed<k>)
+TOP_LEVEL_KEYS = ("name", "description", "extends", "benchmark_fair", "seeds", "aliases", "overrides", "variants")
+# phase and variant names become directory names
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class PhaseError(ValueError):
-    """One-line message naming the file and the key."""
+    """A one-line message naming the file and the key."""
 
 
 @dataclass
@@ -30,126 +45,224 @@ class Phase:
     description: str = ""
     extends: str | None = None
     benchmark_fair: bool = True
-    seeds: str = "1"
+    seeds: list[int] = field(default_factory=lambda: [1])
     aliases: list[str] = field(default_factory=list)
     overrides: dict = field(default_factory=dict)
     variants: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return display_path(self.path)
 
     def variant_names(self) -> list[str]:
         return list(self.variants) or [DEFAULT_VARIANT]
 
 
-def _rel(path: Path) -> str:
+def display_path(path: Path) -> str:
+    """phases/z.yaml for files of the repository, the path as given otherwise."""
     try:
-        return str(path.resolve().relative_to(PHASES_DIR.parent))
+        return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
 
 
-def phase_path(name_or_path: str, phases_dir: Path = PHASES_DIR) -> Path:
-    if name_or_path.endswith((".yaml", ".yml")):
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def is_phase_file(arg: str) -> bool:
+    return arg.endswith((".yaml", ".yml"))
+
+
+def find_phase(name_or_path: str, phases_dir: Path = PHASES_DIR) -> Path:
+    """The file of a phase given by name (phases/<name>.yaml) or by a path to a .yaml file."""
+    if is_phase_file(name_or_path):
         path = Path(name_or_path)
         if not path.is_file():
             raise PhaseError(f"phase file {name_or_path} does not exist")
         return path
     path = phases_dir / f"{name_or_path}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in phases_dir.glob("*.yaml"))
-        import difflib
-        close = difflib.get_close_matches(name_or_path, known, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise PhaseError(f"unknown phase '{name_or_path}': no {_rel(path)}{hint}")
+        known = [p.stem for p in phases_dir.glob("*.yaml")]
+        raise PhaseError(f"unknown phase '{name_or_path}': no {display_path(path)}{_did_you_mean(name_or_path, known)}")
     return path
 
 
-def read_phase(path: Path) -> Phase:
-    src = _rel(path)
+def read_phase(path: Path, phases_dir: Path = PHASES_DIR) -> Phase:
+    """Parse and check one phase file on its own (its overrides are checked when resolved)."""
+    src = display_path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise PhaseError(f"{src}{where}: not valid YAML") from None
+        raise PhaseError(f"{src}{where}: not valid YAML ({getattr(e, 'problem', None) or 'parse error'})") from None
+    except OSError as e:
+        raise PhaseError(f"{src}: cannot read ({e.strerror})") from None
     if not isinstance(data, dict):
-        raise PhaseError(f"{src}: a phase file must be a mapping of keys")
-    unknown = sorted(set(data) - TOP_LEVEL_KEYS)
-    if unknown:
-        import difflib
-        close = difflib.get_close_matches(unknown[0], sorted(TOP_LEVEL_KEYS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise PhaseError(f"{src}: unknown key '{unknown[0]}'{hint}")
-    name = data.get("name", path.stem)
-    for key, kind in (("overrides", dict), ("variants", dict), ("aliases", list)):
-        if data.get(key) is not None and not isinstance(data[key], kind):
-            raise PhaseError(f"{src}: {key} must be a {kind.__name__}")
-    variants = data.get("variants") or {}
+        raise PhaseError(f"{src}: a phase file must be a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            raise PhaseError(f"{src}: unknown key '{key}'{_did_you_mean(str(key), TOP_LEVEL_KEYS)}")
+
+    def expect(key, kinds, what):
+        value = data.get(key)
+        if value is not None and not isinstance(value, kinds):
+            raise PhaseError(f"{src}: {key}: expected {what}, got {value!r}")
+        return value
+
+    name = str(expect("name", (str, int), "a name") or Path(path).stem)
+    if not _NAME.match(name):
+        raise PhaseError(f"{src}: name: {name!r} is not a valid phase name (letters, digits, _ . -)")
+    in_phases_dir = Path(path).resolve().parent == phases_dir.resolve()
+    if in_phases_dir and name != Path(path).stem:  # `extends` finds parents by file name
+        raise PhaseError(f"{src}: name: '{name}' differs from the file name '{Path(path).stem}'")
+    extends = expect("extends", (str,), "a parent phase name")
+    fair = data.get("benchmark_fair", True)
+    if not isinstance(fair, bool):
+        raise PhaseError(f"{src}: benchmark_fair: expected true or false, got {fair!r}")
+    aliases = expect("aliases", (list,), "a list of names") or []
+    overrides = expect("overrides", (dict,), "a mapping of dotted config keys to values") or {}
+    variants = expect("variants", (dict,), "a mapping of variant names to overrides") or {}
     for vname, vover in variants.items():
+        if not _NAME.match(str(vname)) or str(vname) == DEFAULT_VARIANT:
+            raise PhaseError(f"{src}: variants: {vname!r} is not a valid variant name "
+                             f"(letters, digits, _ . -; '{DEFAULT_VARIANT}' is reserved)")
         if vover is not None and not isinstance(vover, dict):
-            raise PhaseError(f"{src}: variants.{vname} must be a mapping of overrides")
-    if not isinstance(data.get("benchmark_fair", True), bool):
-        raise PhaseError(f"{src}: benchmark_fair must be true or false")
-    return Phase(name=str(name), path=path, description=str(data.get("description") or "").strip(),
-                 extends=data.get("extends"), benchmark_fair=data.get("benchmark_fair", True),
-                 seeds=str(data.get("seeds", "1")), aliases=[str(a) for a in data.get("aliases") or []],
-                 overrides=data.get("overrides") or {},
-                 variants={str(k): (v or {}) for k, v in variants.items()})
+            raise PhaseError(f"{src}: variants.{vname}: expected a mapping of overrides, got {vover!r}")
+    seeds = data.get("seeds", 1)
+    return Phase(
+        name=name, path=Path(path), description=str(expect("description", (str,), "text") or "").strip(),
+        extends=extends, benchmark_fair=fair, seeds=parse_seeds(seeds, source=f"{src}: seeds"),
+        aliases=[str(a) for a in aliases], overrides=overrides,
+        variants={str(k): (v or {}) for k, v in variants.items()},
+    )
 
 
 def lineage(name_or_path: str, phases_dir: Path = PHASES_DIR) -> list[Phase]:
     """The phase and its ancestors, root first."""
-    chain, seen = [], []
-    path = phase_path(name_or_path, phases_dir)
+    path = find_phase(name_or_path, phases_dir)
+    chain: list[Phase] = []
+    seen: list[Path] = []
     while True:
-        phase = read_phase(path)
-        if phase.name in seen:
-            raise PhaseError(f"{_rel(path)}: extends: cycle {' -> '.join(seen + [phase.name])}")
-        seen.append(phase.name)
+        if path.resolve() in seen:
+            names = " -> ".join(p.name for p in chain) + f" -> {read_phase(path, phases_dir).name}"
+            raise PhaseError(f"{chain[-1].source}: extends: cycle {names}")
+        seen.append(path.resolve())
+        phase = read_phase(path, phases_dir)
         chain.append(phase)
-        if not phase.extends:
+        if phase.extends is None:
             return chain[::-1]
-        parent = phases_dir / f"{phase.extends}.yaml"
-        if not parent.is_file():
-            raise PhaseError(f"{_rel(path)}: extends: parent phase '{phase.extends}' does not exist ({_rel(parent)})")
-        path = parent
+        path = _parent_path(phase, phases_dir)
+
+
+def _parent_path(phase: Phase, phases_dir: Path) -> Path:
+    for folder in (phase.path.parent, phases_dir):
+        candidate = folder / f"{phase.extends}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = [p.stem for p in phases_dir.glob("*.yaml")] + [p.stem for p in phase.path.parent.glob("*.yaml")]
+    raise PhaseError(f"{phase.source}: extends: parent phase '{phase.extends}' does not exist"
+                     f"{_did_you_mean(phase.extends, set(known))}")
+
+
+def config_layers(chain: list[Phase], variant: str | None = None) -> list[tuple[str, dict]]:
+    """The (source, overrides) layers of a phase chain and one of its variants, applied in this order."""
+    phase = chain[-1]
+    layers = [(p.source, p.overrides) for p in chain]
+    if variant is not None and phase.variants:
+        if variant not in phase.variants:
+            raise PhaseError(f"{phase.source}: unknown variant '{variant}' (variants: {', '.join(phase.variants)})"
+                             f"{_did_you_mean(variant, phase.variants)}")
+        layers.append((f"{phase.source}: variants.{variant}", phase.variants[variant]))
+    elif variant not in (None, DEFAULT_VARIANT):
+        raise PhaseError(f"{phase.source}: unknown variant '{variant}' (the phase has no variants)")
+    return layers
+
+
+@dataclass
+class Resolved:
+    """One variant of a phase, resolved: the Config and the layers it was built from."""
+
+    variant: str
+    phase: Phase
+    cfg: Config
+    layers: list[tuple[str, dict]]
+
+    def source_of(self, key: str) -> str:
+        """Which layer set a dotted key last ('schema default' when none did)."""
+        for source, mapping in reversed(self.layers):
+            if key in flatten(mapping or {}):
+                return source
+        return "schema default"
 
 
 def resolve(name_or_path: str, variant: str | None = None, cli_overrides: dict | None = None,
-            phases_dir: Path = PHASES_DIR) -> tuple[Phase, Config]:
-    """(phase, resolved Config) for one variant: ancestors' overrides, the phase's, the variant's, the CLI's."""
+            phases_dir: Path = PHASES_DIR) -> Resolved:
+    """One variant of a phase (None: the phase without variant overrides), resolved into a checked Config."""
     chain = lineage(name_or_path, phases_dir)
-    phase = chain[-1]
-    if variant not in (None, DEFAULT_VARIANT) and variant not in phase.variants:
-        raise PhaseError(f"{_rel(phase.path)}: unknown variant '{variant}' (variants: "
-                         f"{', '.join(phase.variant_names())})")
-    layers = [(_rel(p.path), p.overrides) for p in chain]
-    if variant in phase.variants:
-        layers.append((f"{_rel(phase.path)} variants.{variant}", phase.variants[variant]))
+    layers = config_layers(chain, variant)
     if cli_overrides:
         layers.append(("command line", cli_overrides))
     try:
-        return phase, build_config(layers)
+        cfg = build_config(layers)
     except ConfigError as e:
         raise PhaseError(str(e)) from None
+    return Resolved(variant or DEFAULT_VARIANT, chain[-1], cfg, layers)
 
 
-def all_phases(phases_dir: Path = PHASES_DIR) -> list[Phase]:
-    return [read_phase(p) for p in sorted(phases_dir.glob("*.yaml"))]
+def resolve_variants(name_or_path: str, variant: str | None = None, cli_overrides: dict | None = None,
+                     phases_dir: Path = PHASES_DIR) -> list[Resolved]:
+    """The named variant, or every variant of the phase (one after another) when variant is None."""
+    phase = lineage(name_or_path, phases_dir)[-1]
+    names = [variant] if variant is not None else phase.variant_names()
+    return [resolve(name_or_path, name, cli_overrides, phases_dir) for name in names]
 
 
-_SEEDS = re.compile(r"^\d+(-\d+)?$")
+def all_phase_files(phases_dir: Path = PHASES_DIR) -> list[Path]:
+    return sorted(phases_dir.glob("*.yaml"), key=lambda p: p.stem.lower())
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'1-5' -> [1..5]; also '3', '1,3,5', '1-3,7'. Rejects reversed ranges, duplicates and junk."""
+MAX_SEEDS = 1000  # all seeds of a run share one process; more than this is a typo, not an experiment
+_SEED_PART = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+def parse_seeds(text, source: str = "seeds") -> list[int]:
+    """'1-5' -> [1, 2, 3, 4, 5]; also '3', '1,3,5', '1-3,7'. Rejects reversed ranges, duplicates, negatives, junk.
+
+    Raises PhaseError('<source>: ...') in one line.
+    """
+    if isinstance(text, bool) or not isinstance(text, (str, int)):
+        raise PhaseError(f"{source}: expected a seed list like 1-5, 3, 1,3,5 or 1-3,7, got {text!r}")
+    raw = str(text).replace(" ", "")
     seeds: list[int] = []
-    for part in str(text).replace(" ", "").split(","):
-        if not _SEEDS.match(part):
-            raise PhaseError(f"seeds: {text!r} is not a seed list like 1-5 or 1,3,5")
-        lo, _, hi = part.partition("-")
-        lo, hi = int(lo), int(hi or lo)
-        if hi < lo:
-            raise PhaseError(f"seeds: range {part!r} runs backwards (did you mean {hi}-{lo}?)")
-        seeds += range(lo, hi + 1)
-    if len(set(seeds)) != len(seeds):
-        raise PhaseError(f"seeds: {text!r} lists a seed twice")
+    for part in raw.split(","):
+        match = _SEED_PART.match(part)
+        if not match:
+            raise PhaseError(f"{source}: {str(text)!r} is not a list of non-negative seeds like 1-5, 3, 1,3,5 or 1-3,7")
+        low = int(match.group(1))
+        high = int(match.group(2)) if match.group(2) is not None else low
+        if high < low:
+            raise PhaseError(f"{source}: range '{part}' runs backwards (did you mean '{high}-{low}'?)")
+        if high - low >= MAX_SEEDS:
+            raise PhaseError(f"{source}: range '{part}' holds more than {MAX_SEEDS} seeds")
+        seeds += range(low, high + 1)
+    seen: set[int] = set()
+    for s in seeds:
+        if s in seen:
+            raise PhaseError(f"{source}: {str(text)!r} lists seed {s} more than once")
+        seen.add(s)
     return seeds
+
+
+def format_seeds(seeds: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3,7' (the inverse of parse_seeds)."""
+    parts, start = [], None
+    for i, s in enumerate(seeds):
+        if start is None:
+            start = s
+        if i + 1 == len(seeds) or seeds[i + 1] != s + 1:
+            parts.append(str(start) if start == s else f"{start}-{s}")
+            start = None
+    return ",".join(parts)

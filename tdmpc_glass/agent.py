@@ -147,8 +147,8 @@ def update(state: AgentState, batch: replay.Batch, key, h: Hyper, world_tx, poli
     policy = eqx.apply_updates(state.policy, pi_updates)
 
     target_qs = jax.tree.map(lambda t, o: t + h.tau * (o - t), state.target_qs, world.qs)
-    metrics = dict(terms, pi_loss=pi_loss, grad_norm=optax.global_norm(grads),
-                   pi_grad_norm=optax.global_norm(pi_grads), q_scale=q_scale)
+    metrics = dict(terms, pi_loss=pi_loss, grad_norm=optax.tree.norm(grads),
+                   pi_grad_norm=optax.tree.norm(pi_grads), q_scale=q_scale)
     new_state = eqx.tree_at(
         lambda s: (s.world, s.policy, s.target_qs, s.world_opt, s.policy_opt, s.q_scale), state,
         (world, policy, target_qs, world_opt, policy_opt, q_scale))

@@ -3,12 +3,15 @@
 Defaults reproduce TD-MPC2 on DMC (../shared/reference/tdmpc2-facts.md). Step counts named *_env_steps are
 simulator steps (agent steps x action_repeat), the unit every published curve uses.
 
-Loading a phase (extends / overrides / variants) lives in `tdmpc_glass.phase_loading`; this module only
-defines the schema and the values derived from it.
+This module defines the schema, the values derived from it, and how layers of dotted overrides are merged
+and type-checked into a Config (`build_config`). Phase files (extends / variants) are read by
+`experiments/phases.py`; the library itself knows nothing about them.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import typing
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -185,32 +188,61 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
-# ---- loading: layers of dotted overrides validated by OmegaConf --------------------------------------------
+# ---- loading: layers of dotted overrides, type-checked by OmegaConf ------------------------------------------
 
 class ConfigError(ValueError):
-    """One-line message naming the source, the key and what is wrong."""
+    """A one-line message naming the source (file, 'command line', ...), the key and what is wrong."""
 
 
-def dotted_keys(schema=Config, prefix: str = "") -> list[str]:
-    keys = []
+def _fields_of(schema) -> list[tuple[str, object, object]]:
+    """[(name, annotation, nested dataclass or None)] of a dataclass; annotations resolved from strings."""
+    hints = typing.get_type_hints(schema)
+    out = []
     for f in dataclasses.fields(schema):
-        name = prefix + f.name
-        sub = _dataclass_type(schema, f)
-        keys += dotted_keys(sub, name + ".") if sub is not None else [name]
-    return keys
+        kind = hints[f.name]
+        out.append((f.name, kind, kind if dataclasses.is_dataclass(kind) else None))
+    return out
 
 
-def _dataclass_type(schema, f):
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    return type(default) if dataclasses.is_dataclass(default) else None
+def leaf_types(schema=Config, prefix: str = "") -> dict[str, object]:
+    """Every settable dotted key of the schema -> its annotation, e.g. 'train.steps' -> int."""
+    leaves = {}
+    for name, kind, nested in _fields_of(schema):
+        if nested is not None:
+            leaves.update(leaf_types(nested, f"{prefix}{name}."))
+        else:
+            leaves[prefix + name] = kind
+    return leaves
+
+
+def dotted_keys(schema=Config) -> list[str]:
+    return list(leaf_types(schema))
+
+
+def section_keys(schema=Config, prefix: str = "") -> list[str]:
+    """The nested groups of the schema: ['model', 'optim', ...]."""
+    out = []
+    for name, _, nested in _fields_of(schema):
+        if nested is not None:
+            out += [prefix + name] + section_keys(nested, f"{prefix}{name}.")
+    return out
+
+
+def type_name(kind) -> str:
+    """int -> 'int'; Optional[int] -> 'int or null'."""
+    args = typing.get_args(kind)
+    if args:
+        names = [type_name(a) for a in args if a is not type(None)]
+        return " or ".join(names + (["null"] if type(None) in args else []))
+    return getattr(kind, "__name__", str(kind))
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
-    """{'a': {'b': 1}} -> {'a.b': 1}; dotted keys pass through."""
+    """{'a': {'b': 1}} -> {'a.b': 1}; keys that are already dotted pass through."""
     flat = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             flat.update(flatten(value, name + "."))
         else:
             flat[name] = value
@@ -218,38 +250,49 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def nearest_key(key: str) -> str | None:
-    import difflib
-    close = difflib.get_close_matches(key, dotted_keys(), n=1, cutoff=0.5)
-    if not close:  # a right leaf under a wrong section: 'num_samples' -> 'planner.num_samples'
-        leaf = key.rsplit(".", 1)[-1]
-        close = [k for k in dotted_keys() if k.rsplit(".", 1)[-1] == leaf][:1]
-    return close[0] if close else None
+    keys = dotted_keys()
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    # a right leaf under a wrong or missing section: 'num_samples' -> 'planner.num_samples'
+    leaf = key.rsplit(".", 1)[-1]
+    by_leaf = {k.rsplit(".", 1)[-1]: k for k in keys}
+    close = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.75)
+    return by_leaf[close[0]] if close else None
 
 
 def unknown_key_message(source: str, key: str) -> str:
+    if key in section_keys():
+        example = next(k for k in dotted_keys() if k.startswith(key + "."))
+        return f"{source}: '{key}' is a section, not a value; set its keys, e.g. '{example}'"
     hint = nearest_key(key)
     return f"{source}: unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else "")
 
 
 def build_config(layers: list[tuple[str, dict]]) -> Config:
-    """Apply layers of overrides in order over the schema defaults, validate, and return a Config.
+    """Apply layers of overrides in order over the schema defaults; type-check, cross-check, return a Config.
 
-    Each layer is (source, mapping); mappings may be nested or use dotted keys. Raises ConfigError.
+    layers: [(source, mapping)], source names where the mapping came from ('phases/z.yaml', 'command line');
+    a mapping may use dotted keys ('planner.num_samples': 512) or nested dicts. Raises ConfigError.
     """
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     conf = OmegaConf.structured(Config)
-    valid = set(dotted_keys())
+    types = leaf_types()
     for source, mapping in layers:
-        for key, value in flatten(mapping or {}).items():
-            if key not in valid:
+        if mapping is None:
+            continue
+        if not isinstance(mapping, dict):
+            raise ConfigError(f"{source}: overrides must be a mapping of dotted keys to values")
+        for key, value in flatten(mapping).items():
+            key = str(key)
+            if key not in types:
                 raise ConfigError(unknown_key_message(source, key))
             try:
                 OmegaConf.update(conf, key, value, merge=False)
-            except OmegaConfBaseException as e:
-                reason = str(e).splitlines()[0]
-                raise ConfigError(f"{source}: {key}: {reason}") from None
+            except OmegaConfBaseException:  # OmegaConf's own text is multi-line; say it in the schema's words
+                raise ConfigError(f"{source}: {key}: expected {type_name(types[key])}, got {value!r}") from None
     cfg = OmegaConf.to_object(conf)
     try:
         check(cfg)
@@ -259,22 +302,29 @@ def build_config(layers: list[tuple[str, dict]]) -> Config:
 
 
 def parse_override(text: str, source: str = "command line") -> tuple[str, object]:
-    """'train.steps=20000' -> ('train.steps', 20000); the value is read as YAML (numbers, bools, null)."""
+    """'train.steps=20000' -> ('train.steps', 20000). The value is read as YAML: numbers, true/false, null.
+
+    Only the form is checked here; whether the key exists and the type fits is build_config's job.
+    """
     import yaml
-    if "=" not in text:
-        raise ConfigError(f"{source}: override {text!r} is not of the form key=value")
-    key, raw = text.split("=", 1)
+
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"{source}: override {text!r} is not of the form key=value (e.g. train.steps=20000)")
     try:
         value = yaml.safe_load(raw) if raw.strip() else raw
     except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
+        value = raw  # not YAML (e.g. 'a: b: c'): keep the text; a str key takes it, others report the type
+    return key, value
 
 
-def config_from_dict(d: dict, source: str = "config") -> Config:
-    return build_config([(source, d)])
+def config_from_dict(tree: dict, source: str = "config") -> Config:
+    """A nested dict (as written by config_to_yaml) back to a checked Config. Raises ConfigError."""
+    return build_config([(source, tree)])
 
 
 def config_to_yaml(cfg: Config) -> str:
     import yaml
+
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -156,7 +156,7 @@ class Trainer:
     def restore_or_init(self):
         latest = [checkpoint.list_checkpoints(log.dir / "checkpoints") for log in self.logs]
         if not any(latest):
-            self.counters = {"tick": 0, "updates": 0, "burst_done": False}
+            self.counters = {"tick": 0, "updates": 0, "burst_done": False, "next_eval": 0, "last_eval": -1}
             for log in self.logs:  # a run killed before its first checkpoint starts over
                 log.eval.truncate_after(-1)
                 log.train.truncate_after(-1)
@@ -231,9 +231,7 @@ class Trainer:
             log.set_status(status="running", env_step=start_step, total_env_steps=cfg.train.steps,
                            last_mppi_return=last, best_mppi_return=best)
         eval_freq, ckpt_freq = cfg.train.eval_freq, cfg.train.checkpoint_freq
-        next_eval = 0 if start_step == 0 else (start_step // eval_freq + 1) * eval_freq
         next_ckpt = (start_step // ckpt_freq + 1) * ckpt_freq
-        last_eval_step = start_step if resumed else None
         self._train_log = TrainLogWindow(start_step, cfg.train.log_freq)
         bar = tqdm(total=cfg.train.steps, initial=start_step, unit="env step", disable=not self.progress,
                    mininterval=0.5 if sys.stderr.isatty() else 10, dynamic_ncols=True, file=sys.stderr)
@@ -242,17 +240,16 @@ class Trainer:
         with StopRequest() as stop:
             try:
                 while True:
-                    if self.env_step >= next_eval:
+                    # (a stop request defers a due evaluation to the resumed run: next_eval is checkpointed)
+                    if self.env_step >= self.counters["next_eval"] and stop.signum is None:
                         self._log_eval(states, active)
-                        last_eval_step = self.env_step
-                        next_eval = (self.env_step // eval_freq + 1) * eval_freq
+                        self.counters["next_eval"] = (self.env_step // eval_freq + 1) * eval_freq
                         bar.set_postfix_str(self._postfix(), refresh=False)
                     finished = self.env_step >= cfg.train.steps
                     at_episode_end = self.counters["tick"] % self.L == 0
                     if at_episode_end and (finished or stop.signum is not None or self.env_step >= next_ckpt):
-                        if finished and last_eval_step != self.env_step:
+                        if finished and self.counters["last_eval"] != self.env_step:
                             self._log_eval(states, active)
-                            last_eval_step = self.env_step
                         # a checkpoint closes the train.csv window, so a resumed run logs the same rows
                         self._write_train_rows(active)
                         if self.env_step > start_step or not resumed:
@@ -358,6 +355,7 @@ class Trainer:
                 log.set_status(env_step=self.env_step, env_steps_per_s=row["env_steps_per_s"])
 
     def _log_eval(self, states, active):
+        self.counters["last_eval"] = self.env_step
         index = self.env_step // max(self.cfg.train.eval_freq, 1)
         results = self.evaluate(states, index)
         for i, log in enumerate(self.logs):

@@ -1,10 +1,14 @@
-"""dm_control suite tasks by name, one env or a pool of envs stepped in worker processes.
+"""dm_control suite tasks by name, and a pool of them stepped in this process or in worker processes.
 
-Names are `domain-task` (split on the first hyphen: `ball_in_cup-catch`, `cartpole-swingup_sparse`).
-Observations are the observation dict's values flattened in order (float32); one agent step repeats the
-action `action_repeat` times and sums the rewards. dm_control's own time limit is switched off: the caller
-ends episodes (TD-MPC2: 500 agent steps x 2 = dm_control's 1000 steps) and resets each env with an explicit
-seed, so a reset never depends on an env's history.
+Task names are `domain-task`, split on the FIRST hyphen (`ball_in_cup-catch` -> ('ball_in_cup', 'catch'),
+`cartpole-swingup_sparse` -> ('cartpole', 'swingup_sparse')).
+
+Conventions (TD-MPC2's, see DESIGN.md):
+- observation = the observation dict's values flattened and concatenated in their order, float32 (obs_dim,);
+- one agent step applies the (clipped) action `action_repeat` times; its reward is the sum over the repeats;
+- episodes belong to the caller: dm_control's time limit is off and nothing ever auto-resets. `reset` takes one
+  seed per env and re-seeds the task's RandomState before resetting, so a reset (and every step after it)
+  depends only on that seed and the actions, never on the env's history. Resumable training relies on this.
 """
 from __future__ import annotations
 
@@ -12,213 +16,375 @@ import difflib
 import functools
 import multiprocessing as mp
 import os
+import warnings
+from typing import Any, Sequence
 
 import numpy as np
 
+# Seconds between liveness checks of a worker while waiting for its answer.
+_POLL_S = 0.5
+# Seconds a closing worker gets to exit by itself before it is terminated.
+_JOIN_S = 5.0
+
+
+def _usable_cpus() -> int:
+    """CPU cores this process may run on (the affinity mask, which cluster schedulers narrow), else cpu_count."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
 
 def _suite():
-    # Stepping needs no OpenGL. Without a display and without an explicit MUJOCO_GL, dm_control would probe
-    # GLFW and warn; rendering code (videos/) sets MUJOCO_GL itself before anything imports dm_control.
-    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
-        os.environ["MUJOCO_GL"] = "disable"
-    from dm_control import suite
+    """dm_control.suite, imported on first use (importing it costs about a second)."""
+    with warnings.catch_warnings():
+        # Stepping needs no OpenGL; without a display the GLFW probe at import time warns about DISPLAY.
+        warnings.filterwarnings("ignore", message=r".*DISPLAY environment variable is missing")
+        from dm_control import suite
     return suite
 
 
+# ----------------------------------------------------------------------------------------------- task names
+@functools.lru_cache(maxsize=None)
+def _task_names() -> tuple[str, ...]:
+    return tuple(sorted(f"{domain}-{name}" for domain, name in _suite().ALL_TASKS))
+
+
 def list_tasks() -> list[str]:
-    return sorted(f"{domain}-{task}" for domain, task in _suite().ALL_TASKS)
+    """Every state-based dm_control suite task as a sorted list of `domain-task` names."""
+    return list(_task_names())
 
 
-def validate_task(task: str) -> None:
-    """Raise ValueError (one line) naming an unknown task and the nearest valid one."""
-    names = list_tasks()
-    if task not in names:
-        close = difflib.get_close_matches(str(task), names, n=1, cutoff=0.0)
-        raise ValueError(f"unknown task {task!r}; did you mean {close[0]!r}?" if close else f"unknown task {task!r}")
+def validate_task(task: Any) -> None:
+    """Raise ValueError (one line) naming an unknown task and the nearest valid one; return None if valid."""
+    names = _task_names()
+    if isinstance(task, str) and task in names:
+        return
+    if not isinstance(task, str):
+        raise ValueError(f"task must be a string like 'hopper-hop', got {type(task).__name__} {task!r}")
+    by_lower = {n.lower(): n for n in names}
+    nearest = difflib.get_close_matches(task.lower(), list(by_lower), n=1, cutoff=0.0)
+    hint = f"; did you mean {by_lower[nearest[0]]!r}?" if nearest else ""
+    raise ValueError(f"unknown task {task!r}{hint}")
+
+
+def parse_task(task: str) -> tuple[str, str]:
+    """`domain-task` -> (domain, task) for suite.load, split on the first hyphen. Validates the name."""
+    validate_task(task)
+    domain, name = task.split("-", 1)
+    return domain, name
 
 
 def load(task: str, seed: int = 0):
-    validate_task(task)
-    domain, name = task.split("-", 1)
-    env = _suite().load(domain, name, task_kwargs={"random": seed})
-    env._step_limit = float("inf")  # episodes are ended by the caller (tasks pass their own time_limit)
-    return env
+    """One dm_control env of `task` with its time limit switched off (the caller ends episodes).
+
+    The time limit goes through task_kwargs: every suite task function takes `time_limit` itself and passes
+    it to control.Environment, so environment_kwargs={'time_limit': ...} would be a duplicate keyword there.
+    """
+    domain, name = parse_task(task)
+    return _suite().load(domain, name, task_kwargs={"random": int(seed) % 2**32, "time_limit": float("inf")})
 
 
-def flatten(observation) -> np.ndarray:
-    return np.concatenate([np.asarray(v, np.float32).ravel() for v in observation.values()])
+def flatten_observation(observation) -> np.ndarray:
+    """The observation dict's values, flattened and concatenated in their order, as float32 (obs_dim,)."""
+    return np.concatenate([np.asarray(value, dtype=np.float32).reshape(-1) for value in observation.values()])
 
 
 @functools.lru_cache(maxsize=None)
 def task_spec(task: str) -> tuple[int, int]:
-    """(obs_dim, act_dim) of a task."""
+    """(obs_dim, act_dim) of a task; computed once per process by loading one env, then cached."""
     env = load(task)
-    obs_dim = sum(int(np.prod(s.shape)) for s in env.observation_spec().values())
-    return obs_dim, int(env.action_spec().shape[0])
+    obs_dim = sum(int(np.prod(spec.shape, dtype=np.int64)) for spec in env.observation_spec().values())
+    act_dim = int(np.prod(env.action_spec().shape, dtype=np.int64))
+    env.close()
+    return obs_dim, act_dim
 
 
-class Envs:
-    """A list of envs of one task stepped in this process."""
+# ----------------------------------------------------------------------------------------- envs of one chunk
+class EnvChunk:
+    """`num_envs` envs of one task stepped one after the other in the current process.
 
-    def __init__(self, task: str, num_envs: int, action_repeat: int):
-        self.envs = [load(task, i) for i in range(num_envs)]
-        self.action_repeat = action_repeat
-        spec = self.envs[0].action_spec()
-        self.low, self.high = spec.minimum, spec.maximum
+    A pool holds one chunk in-process (num_workers=0) or one per worker process; both run this same code, so
+    both give bit-identical results for the same seeds and actions.
+    """
 
-    def reset(self, seeds) -> np.ndarray:
-        out = []
+    def __init__(self, task: str, num_envs: int, action_repeat: int, first_index: int = 0):
+        self.envs = [load(task, seed=first_index + i) for i in range(num_envs)]
+        self.action_repeat = int(action_repeat)
+        spec = self.envs[0].action_spec() if self.envs else None
+        self.low = None if spec is None else np.asarray(spec.minimum, np.float64)
+        self.high = None if spec is None else np.asarray(spec.maximum, np.float64)
+        self.has_touch = bool(self.envs) and "touch" in self.envs[0].observation_spec()
+
+    def reset(self, seeds: np.ndarray) -> np.ndarray:
+        """seeds (n,) ints -> obs (n, obs_dim) float32; each env reset as a pure function of its seed."""
+        obs = []
         for env, seed in zip(self.envs, seeds):
-            env.task.random.seed(int(seed) % 2**32)
-            out.append(flatten(env.reset().observation))
-        return np.stack(out)
+            env.task.random.seed(int(seed) % 2**32)  # in place: the task holds this very RandomState
+            obs.append(flatten_observation(env.reset().observation))
+        return np.stack(obs)
 
-    def step(self, actions) -> tuple[np.ndarray, np.ndarray]:
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """actions (n, act_dim) -> (obs (n, obs_dim) float32, reward (n,) float32 summed over the repeats)."""
         obs, rewards = [], []
         for env, action in zip(self.envs, actions):
-            action = np.clip(action, self.low, self.high)
+            action = np.clip(np.asarray(action, np.float64).reshape(self.low.shape), self.low, self.high)
             total = 0.0
             for _ in range(self.action_repeat):
-                step = env.step(action)
-                total += step.reward or 0.0
-            obs.append(flatten(step.observation))
+                timestep = env.step(action)
+                total += timestep.reward or 0.0
+                if timestep.last():
+                    # Only tasks with a termination condition get here (the lqr ones). The caller owns
+                    # episodes: keep stepping the physics instead of letting dm_control reset on the next step.
+                    env._reset_next_step = False
+            obs.append(flatten_observation(timestep.observation))
             rewards.append(total)
         return np.stack(obs), np.asarray(rewards, np.float32)
 
-    def touch(self) -> np.ndarray:
-        rows = [np.asarray(env.physics.named.data.sensordata[[n for n in env.physics.named.data.sensordata.axes[0].names
-                                                                 if n in ("touch_toe", "touch_heel")]], np.float32)
-                if env.physics.model.nsensor else np.zeros(0, np.float32) for env in self.envs]
-        return np.stack(rows)
-
     def physics_states(self) -> np.ndarray:
+        """(n, nq + nv) float64: qpos and qvel of each env, concatenated."""
         return np.stack([np.concatenate([env.physics.data.qpos, env.physics.data.qvel]) for env in self.envs])
 
+    def touch(self) -> np.ndarray:
+        """(n, k) float32: the task's `touch` observation now (hopper: log1p of toe, heel), or (n, 0)."""
+        if not self.has_touch:
+            return np.zeros((len(self.envs), 0), np.float32)
+        return np.stack([np.asarray(env.task.get_observation(env.physics)["touch"], np.float32).reshape(-1)
+                         for env in self.envs])
 
-def _worker(conn, task, num_envs, action_repeat):
-    envs = Envs(task, num_envs, action_repeat)
-    try:
-        while True:
-            try:
-                command, payload = conn.recv()
-            except EOFError:
-                return
-            if command == "close":
-                return
-            try:
-                conn.send(("ok", getattr(envs, command)(*payload)))
-            except Exception as e:  # report to the parent instead of dying silently
-                conn.send(("error", f"{type(e).__name__}: {e}"))
-    finally:
-        conn.close()
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+        self.envs = []
 
 
+# ------------------------------------------------------------------------------------------------- the pool
 class EnvPool:
-    """`num_envs` envs of `task` spread over worker processes (num_workers=0: all in this process).
+    """`num_envs` envs of `task`, in contiguous chunks over `num_workers` worker processes.
 
-    reset(episode_seeds (N,)) -> obs (N, obs_dim); step(actions (N, act_dim)) -> (obs (N, obs_dim), reward (N,)).
-    step = step_async + step_wait, so a caller can overlap device work with simulation.
+    num_workers: None -> min(usable CPU cores, num_envs); 0 -> every env in this process (no subprocess).
+    Workers are started with 'spawn' (the parent runs multi-threaded JAX and must never be forked), are daemons,
+    ignore SIGINT (the trainer handles Ctrl-C and still needs its envs) and exit when their pipe closes.
+
+      reset(episode_seeds (N,) ints) -> obs (N, obs_dim) float32
+      step(actions (N, act_dim))     -> (obs (N, obs_dim) float32, reward (N,) float32)
+      step_async(actions); step_wait() -> the same as step, so device work can overlap env stepping
+      physics_states() -> (N, nq + nv) float64;  touch() -> (N, k) float32 (k = 0 without a touch sensor)
+    Arrays are stacked in env order. A worker that dies raises RuntimeError naming the worker and the task.
+    Like any 'spawn' user, a script that starts worker pools needs an `if __name__ == "__main__":` guard.
     """
 
     def __init__(self, task: str, num_envs: int, action_repeat: int = 2, num_workers: int | None = None):
+        self._closed = True  # until construction succeeds; close() and __del__ then have nothing to do
+        self._local: EnvChunk | None = None
+        self._procs: list = []
+        self._conns: list = []
         validate_task(task)
-        self.task, self.num_envs, self.action_repeat = task, num_envs, action_repeat
-        self.obs_dim, self.act_dim = task_spec(task)
+        for name, value, low in (("num_envs", num_envs, 1), ("action_repeat", action_repeat, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"EnvPool: {name} must be an integer >= {low}, got {value!r}")
         if num_workers is None:
-            num_workers = min(os.cpu_count() or 1, num_envs)
-        self.num_workers = min(num_workers, num_envs)
-        self._local, self._workers, self._pending = None, [], None
+            num_workers = min(_usable_cpus(), int(num_envs))
+        if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
+            raise ValueError(f"EnvPool: num_workers must be None or an integer >= 0, got {num_workers!r}")
+        self.task = task
+        self.num_envs = int(num_envs)
+        self.action_repeat = int(action_repeat)
+        self.num_workers = min(int(num_workers), self.num_envs)
+        self.obs_dim, self.act_dim = task_spec(task)
+        self._pending = False  # a step_async waits for its step_wait
+        self._was_reset = False
+        self._async_result = None
+        # contiguous chunks of env indices, the first ones one env larger when N does not divide evenly
+        self._chunks = [c for c in np.array_split(np.arange(self.num_envs), max(self.num_workers, 1))]
         if self.num_workers == 0:
-            self._local = Envs(task, num_envs, action_repeat)
+            self._local = EnvChunk(task, self.num_envs, self.action_repeat)
+            self._closed = False
             return
-        ctx = mp.get_context("spawn")  # the parent runs JAX (threads): never fork it
-        self._chunks = np.array_split(np.arange(num_envs), self.num_workers)
-        for chunk in self._chunks:
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, task, len(chunk), action_repeat), daemon=True)
-            proc.start()
-            child.close()
-            self._workers.append((proc, parent))
+        from . import worker
 
-    def _call(self, command, per_worker_args):
-        for (proc, conn), args in zip(self._workers, per_worker_args):
-            conn.send((command, args))
-        return [self._receive(i) for i in range(len(self._workers))]
+        ctx = mp.get_context("spawn")
+        self._closed = False
+        try:
+            for i, chunk in enumerate(self._chunks):
+                parent_end, child_end = ctx.Pipe(duplex=True)
+                proc = ctx.Process(target=worker.run, name=f"envpool-{task}-{i}", daemon=True,
+                                   args=(child_end, task, len(chunk), self.action_repeat, int(chunk[0])))
+                proc.start()
+                child_end.close()  # the worker holds the only other end: its death shows up as EOF here
+                self._procs.append(proc)
+                self._conns.append(parent_end)
+            for i in range(self.num_workers):  # every worker answers once its envs are built
+                spec = tuple(self._receive(i))
+                if spec != (self.obs_dim, self.act_dim):
+                    raise RuntimeError(f"env worker {i} ({task}): spec {spec} != {(self.obs_dim, self.act_dim)}")
+        except BaseException:
+            self.close()
+            raise
 
-    def _receive(self, i):
-        proc, conn = self._workers[i]
-        while not conn.poll(1.0):
-            if not proc.is_alive():
-                raise RuntimeError(f"env worker {i} ({self.task}) died with exit code {proc.exitcode}")
-        status, value = conn.recv()
-        if status == "error":
-            raise RuntimeError(f"env worker {i} ({self.task}): {value}")
+    # -- plumbing
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the workers (empty in-process)."""
+        return [p.pid for p in self._procs]
+
+    def _describe(self, i: int) -> str:
+        chunk = self._chunks[i]
+        return f"env worker {i} (task {self.task}, envs {chunk[0]}..{chunk[-1]}, pid {self._procs[i].pid})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"EnvPool({self.task}) is closed")
+
+    def _send(self, i: int, message) -> None:
+        try:
+            self._conns[i].send(message)
+        except (BrokenPipeError, ConnectionResetError, EOFError, OSError) as e:
+            self._fail(i, f"cannot be reached ({type(e).__name__})")
+
+    def _receive(self, i: int):
+        conn, proc = self._conns[i], self._procs[i]
+        try:
+            while not conn.poll(_POLL_S):
+                if not proc.is_alive():
+                    break
+            status, value = conn.recv()
+        except (EOFError, ConnectionResetError, OSError):
+            proc.join(timeout=1.0)
+            self._fail(i, f"died (exit code {proc.exitcode})")
+        if status != "ok":
+            self._fail(i, f"failed: {value}")
         return value
 
+    def _fail(self, i: int, what: str):
+        message = f"{self._describe(i)} {what}"
+        self.close()  # the pool cannot continue with a chunk missing; stop the other workers too
+        raise RuntimeError(message) from None
+
+    def _receive_all(self) -> list:
+        """One answer from every worker, in worker order. If anything interrupts the wait (Ctrl-C, a dead
+        worker), answers may be left in the pipes and the pool can no longer tell which step they belong to:
+        it closes itself rather than hand out stale results later."""
+        try:
+            return [self._receive(i) for i in range(self.num_workers)]
+        except BaseException:
+            self.close()
+            raise
+
+    def _broadcast(self, command: str, payloads: Sequence[Any]) -> list:
+        for i, payload in enumerate(payloads):
+            self._send(i, (command, payload))
+        return self._receive_all()
+
+    # -- public
     def reset(self, episode_seeds) -> np.ndarray:
-        seeds = np.asarray(episode_seeds).reshape(-1)
+        """episode_seeds (N,) ints, one per env -> first observations (N, obs_dim) float32."""
+        self._check_open()
+        if self._pending:
+            raise RuntimeError("EnvPool.reset: a step_async is still waiting for its step_wait")
+        seeds = np.asarray(episode_seeds)
         if seeds.shape != (self.num_envs,):
-            raise ValueError(f"reset: expected {self.num_envs} episode seeds, got shape {np.shape(episode_seeds)}")
+            raise ValueError(f"EnvPool.reset: expected episode seeds of shape {(self.num_envs,)}, got {seeds.shape}")
+        if not np.issubdtype(seeds.dtype, np.integer):
+            raise ValueError(f"EnvPool.reset: episode seeds must be integers, got dtype {seeds.dtype}")
+        seeds = seeds.astype(np.int64)
         if self._local is not None:
-            return self._local.reset(seeds)
-        return np.concatenate(self._call("reset", [(seeds[c],) for c in self._chunks]))
+            obs = self._local.reset(seeds)
+        else:
+            obs = np.concatenate(self._broadcast("reset", [seeds[c] for c in self._chunks]))
+        self._was_reset = True
+        return obs
 
     def step_async(self, actions) -> None:
-        actions = np.asarray(actions, np.float32)
+        """Send actions (N, act_dim) to the envs; collect the result with step_wait()."""
+        self._check_open()
+        if self._pending:
+            raise RuntimeError("EnvPool.step_async: the previous step_async has not been collected by step_wait")
+        if not self._was_reset:
+            raise RuntimeError("EnvPool.step_async: reset the pool before stepping it")
+        actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (self.num_envs, self.act_dim):
-            raise ValueError(f"step: expected actions of shape {(self.num_envs, self.act_dim)}, got {actions.shape}")
+            raise ValueError(f"EnvPool.step: expected actions of shape {(self.num_envs, self.act_dim)}, "
+                             f"got {actions.shape}")
+        if not np.all(np.isfinite(actions)):
+            bad = sorted({int(i) for i in np.nonzero(~np.isfinite(actions))[0]})
+            raise ValueError(f"EnvPool.step: non-finite actions for envs {bad[:8]}{'...' if len(bad) > 8 else ''}")
         if self._local is not None:
-            self._pending = self._local.step(actions)
-            return
-        for (proc, conn), chunk in zip(self._workers, self._chunks):
-            conn.send(("step", (actions[chunk],)))
-        self._pending = "workers"
+            self._async_result = self._local.step(actions)
+        else:
+            for i, chunk in enumerate(self._chunks):
+                self._send(i, ("step", actions[chunk[0]:chunk[-1] + 1]))
+        self._pending = True
 
     def step_wait(self) -> tuple[np.ndarray, np.ndarray]:
-        pending, self._pending = self._pending, None
-        if pending is None:
-            raise RuntimeError("step_wait without step_async")
-        if pending != "workers":
-            return pending
-        results = [self._receive(i) for i in range(len(self._workers))]
+        """(obs (N, obs_dim) float32, reward (N,) float32) of the step sent by step_async."""
+        self._check_open()
+        if not self._pending:
+            raise RuntimeError("EnvPool.step_wait: no step_async to wait for")
+        self._pending = False
+        if self._local is not None:
+            result, self._async_result = self._async_result, None
+            return result
+        results = self._receive_all()
         return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 
     def step(self, actions) -> tuple[np.ndarray, np.ndarray]:
+        """One agent step of every env: step_async(actions) then step_wait()."""
         self.step_async(actions)
         return self.step_wait()
 
-    def _gather(self, command) -> np.ndarray:
+    def _gather(self, command: str) -> np.ndarray:
+        self._check_open()
+        if self._pending:
+            raise RuntimeError(f"EnvPool.{command}: a step_async is still waiting for its step_wait")
         if self._local is not None:
             return getattr(self._local, command)()
-        return np.concatenate(self._call(command, [()] * len(self._workers)))
-
-    def touch(self) -> np.ndarray:
-        return self._gather("touch")
+        return np.concatenate(self._broadcast(command, [None] * self.num_workers))
 
     def physics_states(self) -> np.ndarray:
+        """(N, nq + nv) float64: each env's qpos and qvel, concatenated."""
         return self._gather("physics_states")
 
+    def touch(self) -> np.ndarray:
+        """(N, k) float32: the `touch` observation of each env (hopper: k = 2, toe and heel, log1p'd), or (N, 0)."""
+        return self._gather("touch")
+
     def close(self) -> None:
-        for proc, conn in self._workers:
+        """Stop the workers and release the envs. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pending = False
+        if self._local is not None:
+            self._local.close()
+            self._local = None
+        for conn in self._conns:
             try:
-                conn.send(("close", ()))
-                conn.close()
-            except (OSError, BrokenPipeError):
+                conn.send(("close", None))
+            except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
                 pass
-        for proc, _ in self._workers:
-            proc.join(timeout=5)
+        for proc in self._procs:
+            proc.join(timeout=_JOIN_S)
             if proc.is_alive():
                 proc.terminate()
-        self._workers = []
+                proc.join(timeout=_JOIN_S)
+        for conn in self._conns:
+            conn.close()
+        self._conns, self._procs = [], []
 
-    def __enter__(self):
+    def __enter__(self) -> "EnvPool":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except Exception:
             pass
+
+    def __repr__(self) -> str:
+        where = "in-process" if self.num_workers == 0 else f"{self.num_workers} workers"
+        return (f"EnvPool({self.task!r}, num_envs={self.num_envs}, action_repeat={self.action_repeat}, {where}"
+                f"{', closed' if self._closed else ''})")

@@ -1,0 +1,546 @@
+"""Glass: a structural-entropy objective on the world model's latent space.
+
+Pipeline (one seed; the caller vmaps over seeds):
+
+    latents z (..., d) --cos / tau_p--> soft assignments c (..., N) over N prototypes mu (N, d)
+    consecutive pairs (c_t, c_{t+1})  --> symmetric transition graph A (N, N)
+    cluster matrix S = softmax(assign_logits) (N, K)
+    loss terms: 2-D structural entropy H2(A; S), balance, temporal, window consistency, phase-contrastive, ...
+
+Every function here is pure, jittable and vmappable; shapes in docstrings exclude the seed axis. Logarithms are
+natural. Numerics at zeros (unvisited prototypes, empty clusters, zero-degree nodes) follow one rule: every
+`log(x)` of a quantity that can reach 0 is `log(max(x, LOG_EPS))`. For x >= LOG_EPS it is exact; below, the
+term it multiplies is at most LOG_EPS * |log LOG_EPS|, and 0 * log(0) evaluates to exactly 0 with a finite
+gradient (the max routes the gradient away from the log). Divisions by sums that can be 0 use max(sum, TINY).
+
+Structural entropy follows Li & Pan (2016). For a symmetric non-negative A with degrees d = A.sum(1) and
+vol = d.sum(), and a row-stochastic S (hard or soft): V = S^T d, g_k = V_k - (S^T A S)_kk and
+
+    H2(A; S) = - sum_k (g_k/vol) log(V_k/vol) - sum_k sum_i S_ik (d_i/vol) log(d_i/V_k)
+             = H1(A) - R(A; S),   R = sum_k ((V_k - g_k)/vol) log(vol/V_k) >= 0.
+
+A one-hot S gives the textbook value; one cluster (K=1) gives H1 (the worst value), so the trivial partition is
+never a minimiser. Self-loops (A_ii > 0) count towards d_i and towards the cluster's internal mass V_k - g_k;
+a leaf's own cut is d_i (as in the formula above).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+LOG_EPS = 1e-8  # floor inside logs (see module docstring)
+TINY = 1e-12  # floor for denominators that can be exactly zero
+GRAPH_KINDS = ("rownorm_sym", "counts_sym", "flow")
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _safe_log(x):
+    return jnp.log(jnp.maximum(x, LOG_EPS))
+
+
+def _unit(x, eps: float = 1e-8):
+    """x / ||x|| along the last axis; a zero vector stays zero, with finite gradients."""
+    sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
+
+
+def entropy(p, axis: int = -1):
+    """Shannon entropy (nats) of distributions p along `axis`; 0 log 0 = 0."""
+    return -jnp.sum(p * _safe_log(p), axis=axis)
+
+
+def kl_to_uniform(p, axis: int = -1):
+    """KL(p || uniform) = log(n) - H(p) >= 0 along `axis` (zero exactly at the uniform distribution)."""
+    return jnp.log(p.shape[axis]) - entropy(p, axis=axis)
+
+
+# ----------------------------------------------------------------------------------------------- parameters
+class GlassParams(eqx.Module):
+    """Learnable Glass parameters of one seed.
+
+    mu: (N, d) prototypes (anchors); only their direction matters (cosine geometry).
+    assign_logits: (N, K) cluster logits; S = softmax over K.
+    super_logits: (K, M) super-cluster logits for hierarchical Glass, or None (two levels).
+    """
+
+    mu: jax.Array
+    assign_logits: jax.Array
+    super_logits: Optional[jax.Array] = None
+
+
+def init_params(key, latent_dim: int, num_prototypes: int = 16, num_clusters: int = 8, num_super: int = 0,
+                simnorm_dim: int = 8, logit_std: float = 0.5) -> GlassParams:
+    """Fresh parameters.
+
+    mu is SimNorm-shaped noise (softmax of a standard normal within groups of `simnorm_dim`; if latent_dim is not
+    a multiple of it, plain standard-normal noise), like the latents it is compared with. The cluster logits are
+    N(0, logit_std^2): an exactly uniform S is a stationary point of H2 (every cluster looks the same), so the
+    symmetry must be broken at init. num_super > 0 adds (K, M) super-cluster logits drawn the same way.
+    """
+    k_mu, k_s, k_sup = jax.random.split(key, 3)
+    noise = jax.random.normal(k_mu, (num_prototypes, latent_dim))
+    if simnorm_dim > 0 and latent_dim % simnorm_dim == 0:
+        groups = noise.reshape(num_prototypes, -1, simnorm_dim)
+        mu = jax.nn.softmax(groups, axis=-1).reshape(num_prototypes, latent_dim)
+    else:
+        mu = noise
+    logits = logit_std * jax.random.normal(k_s, (num_prototypes, num_clusters))
+    sup = logit_std * jax.random.normal(k_sup, (num_clusters, num_super)) if num_super > 0 else None
+    return GlassParams(mu=mu, assign_logits=logits, super_logits=sup)
+
+
+# ----------------------------------------------------------------------------------------------- assignments
+def cosine_similarity(z, mu):
+    """Cosine similarity of latents z (..., d) with each prototype mu (N, d) -> (..., N); zero vectors give 0."""
+    return _unit(z) @ _unit(mu).T
+
+
+def soft_assignment(z, mu, tau_p: float = 0.2):
+    """c = softmax over prototypes of cos(z, mu_n) / tau_p: (..., d) x (N, d) -> (..., N), rows on the simplex."""
+    return jax.nn.softmax(cosine_similarity(z, mu) / tau_p, axis=-1)
+
+
+def cluster_matrix(assign_logits):
+    """S = softmax(assign_logits, axis=1): (N, K) row-stochastic prototype -> cluster membership."""
+    return jax.nn.softmax(assign_logits, axis=-1)
+
+
+def cluster_membership(c, S):
+    """Soft cluster membership sum_n c_n S_nk: (..., N) x (N, K) -> (..., K) (MoE-Q routing, intrinsic reward)."""
+    return c @ S
+
+
+def nearest_anchor(z, mu):
+    """Index of the prototype with the highest cosine similarity: (..., d) -> int32 (...)."""
+    return jnp.argmax(cosine_similarity(z, mu), axis=-1).astype(jnp.int32)
+
+
+def k_label(z, mu, S):
+    """Cluster id of latents: argmax_k S[argmax_n cos(z, mu_n), k]. (..., d) x (N, d) x (N, K) -> int32 (...)."""
+    return jnp.argmax(S[nearest_anchor(z, mu)], axis=-1).astype(jnp.int32)
+
+
+# ----------------------------------------------------------------------------------------------- graph
+def transition_counts(c, c_next):
+    """Soft transition counts C = sum_b c_b (x) c_next_b: (..., N) x (..., N) -> (N, N); total mass = #pairs."""
+    n = c.shape[-1]
+    return c.reshape(-1, n).T @ c_next.reshape(-1, n)
+
+
+def _row_normalise(x):
+    return x / jnp.maximum(x.sum(axis=-1, keepdims=True), TINY)
+
+
+def stationary_distribution(P, init, iters: int = 50):
+    """Stationary distribution of a row-stochastic P (N, N) by power iteration of the lazy chain (I + P)/2.
+
+    The lazy chain has the same stationary distribution and is aperiodic, so a near-periodic gait cycle (P close
+    to a permutation) does not make the iteration oscillate. `init` (N,) is the starting distribution.
+    """
+    def step(pi, _):
+        pi = 0.5 * (pi + pi @ P)
+        return pi / jnp.maximum(pi.sum(), TINY), None
+
+    pi, _ = jax.lax.scan(step, init / jnp.maximum(init.sum(), TINY), None, length=iters)
+    return pi
+
+
+def transition_graph(c, c_next, kind: str = "rownorm_sym", eps: float = 1e-6, flow_iters: int = 50,
+                     self_loops: bool = True):
+    """Symmetric prototype transition graph from consecutive soft assignments: (..., N) x (..., N) -> (N, N).
+
+    C = sum over pairs of c (x) c_next (leading axes are flattened, so (T-1, B, N) works). Then, with eps a small
+    uniform mass added to every entry of C (it keeps every row normalisable and every degree positive):
+      "rownorm_sym" (the research log's construction, default): P = row_norm(C + eps), A = (P + P^T)/2. Total mass
+          N. Every prototype gets row mass 1 whatever its visit frequency (trap 6): d_i = (1 + sum_j P_ji)/2.
+      "counts_sym": A = (C' + C'^T)/2 / sum(C'), C' = C + eps. Total mass 1; d_i keeps the visit frequency.
+      "flow": stationary-flow weighting A = (F + F^T)/2, F_ij = pi_i P_ij, P = row_norm(C + eps), pi the
+          stationary distribution of P (power iteration from the row mass of C, `flow_iters` steps). Total mass 1
+          and the flow is balanced (row and column sums of F are both pi), so d = pi exactly. With flow_iters=0,
+          pi is the row mass of C, and then F = C'/sum(C') up to eps: the same graph as "counts_sym".
+
+    Self-loop convention: self-transitions c_t,n c_{t+1},n stay on the diagonal (self_loops=True, default). At the
+    update's frame rate the agent mostly dwells near one anchor from one step to the next; that dwell is what makes
+    a prototype (and its cluster) a stable behavioural phase, and kept on the diagonal it counts as the cluster's
+    internal mass (V_k - g_k), so SE rewards partitions the agent stays inside, and a prototype's degree reflects
+    time spent there instead of only how often it is left. The cost: diagonal mass dilutes the cut signal (cuts
+    are a smaller fraction of vol). self_loops=False zeroes the diagonal of C before eps is added, for comparison.
+    """
+    if kind not in GRAPH_KINDS:
+        raise ValueError(f"transition_graph: unknown kind {kind!r}; choose one of {GRAPH_KINDS}")
+    C = transition_counts(c, c_next)
+    if not self_loops:
+        C = C * (1.0 - jnp.eye(C.shape[0], dtype=C.dtype))
+    C = C + eps
+    if kind == "rownorm_sym":
+        P = _row_normalise(C)
+        return 0.5 * (P + P.T)
+    if kind == "counts_sym":
+        A = 0.5 * (C + C.T)
+        return A / jnp.maximum(A.sum(), TINY)
+    P = _row_normalise(C)
+    pi = stationary_distribution(P, C.sum(axis=1), flow_iters) if flow_iters > 0 else C.sum(axis=1) / jnp.maximum(
+        C.sum(), TINY)
+    F = pi[:, None] * P
+    return 0.5 * (F + F.T)
+
+
+# ----------------------------------------------------------------------------------------------- entropies
+def _volumes(A, S):
+    d = A.sum(axis=1)
+    vol = jnp.maximum(d.sum(), TINY)
+    V = S.T @ d
+    intra = jnp.einsum("ik,ij,jk->k", S, A, S)
+    return d, vol, V, intra
+
+
+def one_dim_entropy(A):
+    """H1(A) = -sum_i (d_i/vol) log(d_i/vol) of a symmetric non-negative A (N, N) -> ()."""
+    d = A.sum(axis=1)
+    p = d / jnp.maximum(d.sum(), TINY)
+    return -jnp.sum(p * _safe_log(p))
+
+
+def structural_entropy(A, S):
+    """2-D structural entropy H2(A; S) (nats) of symmetric non-negative A (N, N) under row-stochastic S (N, K) -> ().
+
+    d = A.sum(1), vol = sum d, V = S^T d, g_k = V_k - (S^T A S)_kk;
+    H2 = -sum_k (g_k/vol) log(V_k/vol) - sum_k sum_i S_ik (d_i/vol) log(d_i/V_k).
+    Finite values and gradients at empty clusters (V_k = 0) and zero-degree nodes (d_i = 0).
+    """
+    d, vol, V, intra = _volumes(A, S)
+    g = V - intra
+    p_node = d / vol  # (N,)
+    p_vol = V / vol  # (K,)
+    log_node = _safe_log(p_node)
+    log_vol = _safe_log(p_vol)
+    cut_term = -jnp.sum((g / vol) * log_vol)
+    leaf_term = -jnp.sum(S * p_node[:, None] * (log_node[:, None] - log_vol[None, :]))
+    return cut_term + leaf_term
+
+
+def resistance(A, S):
+    """Resistance R(A; S) = H1 - H2 = sum_k ((V_k - g_k)/vol) log(vol/V_k) >= 0: (N, N) x (N, K) -> ()."""
+    _, vol, V, intra = _volumes(A, S)
+    return -jnp.sum((intra / vol) * _safe_log(V / vol))
+
+
+def hierarchical_structural_entropy(A, S, S_super):
+    """Three-level encoding-tree entropy (leaf -> cluster -> super-cluster -> root) -> ().
+
+    A (N, N) symmetric non-negative, S (N, K) and S_super (K, M) row-stochastic. With T = S @ S_super (N, M) the
+    soft node -> super-cluster membership, volumes V = S^T d, U = T^T d and cuts g_k = V_k - (S^T A S)_kk,
+    h_m = U_m - (T^T A T)_mm:
+        H = - sum_m (h_m/vol) log(U_m/vol)                          super-clusters, parent = root
+            - sum_k sum_m S_super_km (g_k/vol) log(V_k/U_m)         clusters, parent volume from the soft S_super
+            - sum_i sum_k S_ik (d_i/vol) log(d_i/V_k)               leaves (cut d_i), parent volume from soft S
+    i.e. -sum_{alpha != root} (g_alpha/vol) log(V_alpha/V_parent(alpha)). M = 1 or S_super = identity gives H2(A; S).
+    """
+    d, vol, V, intra = _volumes(A, S)
+    T = S @ S_super
+    U = T.T @ d
+    intra_sup = jnp.einsum("im,ij,jm->m", T, A, T)
+    g, h = V - intra, U - intra_sup
+    log_node, log_V, log_U = _safe_log(d / vol), _safe_log(V / vol), _safe_log(U / vol)
+    super_term = -jnp.sum((h / vol) * log_U)
+    cluster_term = -jnp.sum(S_super * (g / vol)[:, None] * (log_V[:, None] - log_U[None, :]))
+    leaf_term = -jnp.sum(S * (d / vol)[:, None] * (log_node[:, None] - log_V[None, :]))
+    return super_term + cluster_term + leaf_term
+
+
+# ----------------------------------------------------------------------------------------------- losses
+def prototype_balance_loss(c):
+    """KL(mean prototype usage || uniform) = log N - H(cbar), cbar = mean of c (..., N) over leading axes -> ().
+
+    (The negative entropy of cbar plus the constant log N: same gradient, zero exactly at balance.)
+    """
+    cbar = c.reshape(-1, c.shape[-1]).mean(axis=0)
+    return kl_to_uniform(cbar)
+
+
+def cluster_balance_loss(c, S):
+    """KL(mean cluster usage || uniform), usage_k = sum_n cbar_n S_nk: c (..., N), S (N, K) -> ()."""
+    cbar = c.reshape(-1, c.shape[-1]).mean(axis=0)
+    return kl_to_uniform(cbar @ S)
+
+
+def temporal_loss(z, z_next):
+    """Latent smoothness: mean over pairs of ||z_t - z_{t+1}||^2 (squared norm summed over d). (..., d) x2 -> ()."""
+    return jnp.mean(jnp.sum(jnp.square(z - z_next), axis=-1))
+
+
+def row_entropy_loss(S):
+    """Mean entropy of the rows of S (N, K) -> (); minimising pushes each prototype to one cluster (trap 3)."""
+    return jnp.mean(entropy(S, axis=-1))
+
+
+def window_consistency_loss(c_seq, window: int):
+    """Window consistency (research log 10.2): E_{t,b}[ H(mean_w c) - mean_w H(c) ] over windows of `window` frames.
+
+    c_seq: (T, B, N) assignments along sequences (T >= window); windows are tau = t .. t+window-1 for
+    t = 0 .. T-window. The summand is the mutual information between the time index inside the window and the
+    anchor (a generalised Jensen-Shannon divergence): >= 0, zero iff every frame of the window has the same c.
+    """
+    T = c_seq.shape[0]
+    if not 1 <= window <= T:
+        raise ValueError(f"window_consistency_loss: window={window} must be in [1, T={T}] (sequence length)")
+    starts = T - window + 1
+    frames = jnp.stack([c_seq[t:t + starts] for t in range(window)])  # (window, starts, B, N)
+    mean_c = frames.mean(axis=0)
+    mi = entropy(mean_c) - entropy(frames).mean(axis=0)  # (starts, B)
+    return mi.mean()
+
+
+def window_mutual_information(c_seq, window: int):
+    """Diagnostic: the window-consistency quantity without gradient. (T, B, N) -> ()."""
+    return jax.lax.stop_gradient(window_consistency_loss(c_seq, window))
+
+
+def phase_contrastive_loss(c, labels, tau: float = 0.1, normalize: bool = True):
+    """NT-Xent on assignment vectors with positives by matching label (research log 10.3).
+
+    c: (M, N) assignments; labels: (M,) int or bool contact state (any integer class id). For an anchor i, its
+    positives are the other samples with the same label and its negatives those with a different label; each
+    (anchor, positive) pair contributes -log( e^{s_ip} / (e^{s_ip} + sum_{j in neg(i)} e^{s_ij}) ), s = sim / tau
+    with sim the cosine of the assignment vectors (normalize=True) or their dot product (as the log writes it).
+    Pairs are averaged per anchor, then over anchors that have at least one positive; no positive anywhere -> 0.
+    """
+    if normalize:
+        c = _unit(c)
+    s = (c @ c.T) / tau
+    m = c.shape[0]
+    labels = labels.astype(jnp.int32)
+    same = labels[:, None] == labels[None, :]
+    not_self = ~jnp.eye(m, dtype=bool)
+    pos = same & not_self
+    neg = ~same
+    neg_lse = jax.nn.logsumexp(jnp.where(neg, s, -1e30), axis=1)  # (M,), about -1e30 when no negatives
+    pair_loss = jnp.logaddexp(s, neg_lse[:, None]) - s  # (M, M), >= 0
+    n_pos = pos.sum(axis=1)
+    per_anchor = jnp.sum(jnp.where(pos, pair_loss, 0.0), axis=1) / jnp.maximum(n_pos, 1)
+    has_pos = n_pos > 0
+    return jnp.sum(jnp.where(has_pos, per_anchor, 0.0)) / jnp.maximum(has_pos.sum(), 1)
+
+
+def sinkhorn_targets(scores, eps: float = 0.05, iters: int = 3):
+    """Sinkhorn-Knopp equipartition targets (as SwAV): scores (B, N) -> targets (B, N), no gradient.
+
+    Start from exp(scores/eps), then alternately give every prototype (column) total mass 1/N and every sample
+    (row) total mass 1/B, `iters` times; rows are returned summing to 1. Prototype marginals end close to B/N.
+    """
+    scores = jax.lax.stop_gradient(scores)
+    b, n = scores.shape
+    q = jnp.exp((scores - scores.max(axis=1, keepdims=True)) / eps)
+    q = q / jnp.maximum(q.sum(), TINY)
+    for _ in range(iters):
+        q = q / jnp.maximum(q.sum(axis=0, keepdims=True), TINY) / n
+        q = q / jnp.maximum(q.sum(axis=1, keepdims=True), TINY) / b
+    return jax.lax.stop_gradient(q * b)
+
+
+def swapped_prediction_loss(scores_a, scores_b, tau_p: float = 0.2, eps: float = 0.05, iters: int = 3):
+    """SwAV-style swapped prediction between two views (B, N) of the same samples -> ().
+
+    0.5 * [CE(q_b, softmax(scores_a/tau_p)) + CE(q_a, softmax(scores_b/tau_p))] with q = sinkhorn_targets(scores)
+    (stop-gradient). In Glass the views are cosine scores of z_t and z_{t+1} (or of online and target latents).
+    """
+    q_a = sinkhorn_targets(scores_a, eps, iters)
+    q_b = sinkhorn_targets(scores_b, eps, iters)
+    ce_a = -jnp.sum(q_b * jax.nn.log_softmax(scores_a / tau_p, axis=-1), axis=-1)
+    ce_b = -jnp.sum(q_a * jax.nn.log_softmax(scores_b / tau_p, axis=-1), axis=-1)
+    return 0.5 * (ce_a.mean() + ce_b.mean())
+
+
+# ----------------------------------------------------------------------------------------------- diagnostics
+def count_active(usage, threshold: Optional[float] = None):
+    """Number of entries of a usage distribution (..., n) above `threshold` -> int32 (...).
+
+    Default threshold 1/(2n): an entry is active when it gets at least half of its fair share of the mass. A
+    winning hopper seed with ~4 of 16 prototypes in use counts 4 (each has ~1/4 >> 1/32), and the near-uniform
+    soft usage of an untrained model counts all n (which is what it is: nothing has collapsed yet).
+    """
+    n = usage.shape[-1]
+    thr = 1.0 / (2 * n) if threshold is None else threshold
+    return jnp.sum(usage > thr, axis=-1).astype(jnp.int32)
+
+
+def active_prototypes(c, threshold: Optional[float] = None):
+    """Prototypes whose mean soft assignment mass over c (..., N) exceeds threshold (default 1/(2N)) -> int32 ()."""
+    return count_active(c.reshape(-1, c.shape[-1]).mean(axis=0), threshold)
+
+
+def active_clusters(c, S, threshold: Optional[float] = None):
+    """Clusters whose mean usage sum_n cbar_n S_nk exceeds threshold (default 1/(2K)) -> int32 ()."""
+    return count_active(c.reshape(-1, c.shape[-1]).mean(axis=0) @ S, threshold)
+
+
+def k_switch_rate(labels):
+    """Fraction of consecutive steps where the label changes: labels (T, ...) along axis 0 -> float32 ()."""
+    return jnp.mean((labels[1:] != labels[:-1]).astype(jnp.float32))
+
+
+# ----------------------------------------------------------------------------------------------- composite
+@dataclasses.dataclass(frozen=True)
+class GlassLossConfig:
+    """Static (hashable) switches and weights of `glass_losses`. Defaults reproduce the research log's Glass.
+
+    graph_grad: "full" (gradients of the SE term reach A -> c -> mu and the latents), "prototypes" (A is built
+        from stop_gradient(z): reaches mu but not the encoder), "none" (A stop-gradient: SE trains S only).
+    se_objective: "h2" (minimise H2) or "neg_resistance" (minimise -R = H2 - H1: same gradient for S, no reward for
+        lowering H1 by collapsing visits onto few prototypes; trap 2).
+    balance: "kl" (prototype-balance KL on cbar) or "sinkhorn" (swapped prediction between z_t and z_{t+1} with
+        Sinkhorn targets replaces the prototype-balance term) or "none". cluster_balance toggles the cluster term.
+    window: frames per window for the window-consistency loss and the window-MI diagnostic (clamped to T for the
+        diagnostic when lambda_window == 0; with lambda_window > 0 a window longer than T is an error).
+    """
+
+    tau_p: float = 0.2
+    graph: str = "rownorm_sym"
+    graph_eps: float = 1e-6
+    flow_iters: int = 50
+    self_loops: bool = True
+    graph_grad: str = "full"
+    se_objective: str = "h2"
+    lambda_se: float = 1e-4
+    lambda_bal: float = 1e-3
+    balance: str = "kl"
+    cluster_balance: bool = True
+    sinkhorn_eps: float = 0.05
+    sinkhorn_iters: int = 3
+    lambda_temp: float = 1e-4
+    lambda_window: float = 0.0
+    window: int = 5
+    lambda_contrast: float = 0.0
+    contrast_tau: float = 0.1
+    lambda_row_entropy: float = 0.0
+    active_threshold: Optional[float] = None
+
+    def __post_init__(self):
+        choices = {"graph": GRAPH_KINDS, "graph_grad": ("full", "prototypes", "none"),
+                   "se_objective": ("h2", "neg_resistance"), "balance": ("kl", "sinkhorn", "none")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"GlassLossConfig.{name}: {getattr(self, name)!r} is not one of {allowed}")
+        if self.window < 1:
+            raise ValueError(f"GlassLossConfig.window: must be >= 1, got {self.window}")
+
+
+def glass_losses(params: GlassParams, z_seq, cfg: GlassLossConfig = GlassLossConfig(), contact=None):
+    """All Glass terms for one seed from a batch of latent sequences.
+
+    params: GlassParams; z_seq: (T, B, d) latents along sampled slices (T >= 2; pairs are (z_t, z_{t+1}));
+    contact: (T, B) int/bool contact state, required when cfg.lambda_contrast > 0.
+    Returns (total, info): total = lambda_se*SE + lambda_bal*(cluster_bal + proto_bal or swap) + lambda_temp*temp
+    + lambda_window*window + lambda_contrast*contrast + lambda_row_entropy*row_entropy; info holds every
+    unweighted term ("loss_*") and the diagnostics (se, h1, resistance, se_hier when hierarchical,
+    active_prototypes, active_clusters, k_switch_rate, window_mi), all float32 scalars without gradient.
+    Terms with weight 0 are not computed (their info entry is 0) so they cost nothing in the compiled update.
+    """
+    T = z_seq.shape[0]
+    if T < 2:
+        raise ValueError(f"glass_losses: need T >= 2 latents per sequence, got {T}")
+    if cfg.lambda_window > 0 and cfg.window > T:
+        raise ValueError(f"glass_losses: window={cfg.window} is longer than the sequences (T={T})")
+    if cfg.lambda_contrast > 0 and contact is None:
+        raise ValueError("glass_losses: lambda_contrast > 0 needs the contact labels")
+    zero = jnp.zeros((), jnp.float32)
+    S = cluster_matrix(params.assign_logits)
+    S_super = None if params.super_logits is None else cluster_matrix(params.super_logits)
+    cos = cosine_similarity(z_seq, params.mu)  # (T, B, N)
+    c = jax.nn.softmax(cos / cfg.tau_p, axis=-1)
+
+    # transition graph and the structural-entropy term
+    if cfg.graph_grad == "prototypes":
+        c_graph = soft_assignment(jax.lax.stop_gradient(z_seq), params.mu, cfg.tau_p)
+    else:
+        c_graph = c
+    A = transition_graph(c_graph[:-1], c_graph[1:], cfg.graph, cfg.graph_eps, cfg.flow_iters, cfg.self_loops)
+    if cfg.graph_grad == "none":
+        A = jax.lax.stop_gradient(A)
+    se = structural_entropy(A, S)
+    se_hier = hierarchical_structural_entropy(A, S, S_super) if S_super is not None else None
+    se_main = se if se_hier is None else se_hier
+    h1 = one_dim_entropy(A)
+    se_loss = se_main - h1 if cfg.se_objective == "neg_resistance" else se_main
+
+    terms = {"loss_se": se_loss}
+    terms["loss_cluster_bal"] = cluster_balance_loss(c, S) if cfg.cluster_balance else zero
+    terms["loss_proto_bal"] = prototype_balance_loss(c) if cfg.balance == "kl" else zero
+    if cfg.balance == "sinkhorn":
+        n = cos.shape[-1]
+        terms["loss_swap"] = swapped_prediction_loss(cos[:-1].reshape(-1, n), cos[1:].reshape(-1, n), cfg.tau_p,
+                                                     cfg.sinkhorn_eps, cfg.sinkhorn_iters)
+    else:
+        terms["loss_swap"] = zero
+    terms["loss_temp"] = temporal_loss(z_seq[:-1], z_seq[1:]) if cfg.lambda_temp > 0 else zero
+    terms["loss_window"] = window_consistency_loss(c, cfg.window) if cfg.lambda_window > 0 else zero
+    if cfg.lambda_contrast > 0:
+        terms["loss_contrast"] = phase_contrastive_loss(c.reshape(-1, c.shape[-1]), contact.reshape(-1),
+                                                        cfg.contrast_tau)
+    else:
+        terms["loss_contrast"] = zero
+    if cfg.lambda_row_entropy > 0:
+        row_h = row_entropy_loss(S)
+        terms["loss_row_entropy"] = row_h if S_super is None else row_h + row_entropy_loss(S_super)
+    else:
+        terms["loss_row_entropy"] = zero
+
+    total = (cfg.lambda_se * terms["loss_se"]
+             + cfg.lambda_bal * (terms["loss_cluster_bal"] + terms["loss_proto_bal"] + terms["loss_swap"])
+             + cfg.lambda_temp * terms["loss_temp"] + cfg.lambda_window * terms["loss_window"]
+             + cfg.lambda_contrast * terms["loss_contrast"] + cfg.lambda_row_entropy * terms["loss_row_entropy"])
+
+    labels = jnp.argmax(S[jnp.argmax(cos, axis=-1)], axis=-1)  # k_label from the cosines already computed
+    diag = {
+        "se": se, "h1": h1, "resistance": h1 - se,
+        "se_hier": se_hier if se_hier is not None else zero,
+        "active_prototypes": active_prototypes(c, cfg.active_threshold),
+        "active_clusters": active_clusters(c, S, cfg.active_threshold),
+        "k_switch_rate": k_switch_rate(labels),
+        "window_mi": window_consistency_loss(c, min(cfg.window, T)),
+        "total": total,
+    }
+    info = {k: jax.lax.stop_gradient(v).astype(jnp.float32) for k, v in {**terms, **diag}.items()}
+    return total, info
+
+
+# ----------------------------------------------------------------------------------------------- k-means init
+def kmeans_init(key, latents, num_prototypes: int, iters: int = 20):
+    """Spherical k-means of latents (M, d) -> unit-norm centroids (num_prototypes, d) (research log 10.7).
+
+    Cosine geometry: latents are L2-normalised; seeding is k-means++ with weights 1 - max cos to the chosen seeds
+    (proportional to squared chordal distance); each Lloyd step assigns by highest cosine and moves a centroid to
+    the normalised sum of its members (an empty cluster keeps its centroid). Jittable; M >= num_prototypes.
+    """
+    x = _unit(latents)
+    m = x.shape[0]
+    k_first, k_rest = jax.random.split(key)
+    first = jax.random.randint(k_first, (), 0, m)
+    cents = jnp.zeros((num_prototypes, x.shape[1]), x.dtype).at[0].set(x[first])
+    best_cos = x @ x[first]
+
+    def seed_step(carry, inputs):
+        cents, best_cos = carry
+        i, k = inputs
+        w = jnp.maximum(1.0 - best_cos, 0.0) + 1e-12
+        j = jax.random.categorical(k, jnp.log(w))
+        cents = cents.at[i].set(x[j])
+        return (cents, jnp.maximum(best_cos, x @ x[j])), None
+
+    if num_prototypes > 1:
+        keys = jax.random.split(k_rest, num_prototypes - 1)
+        (cents, _), _ = jax.lax.scan(seed_step, (cents, best_cos), (jnp.arange(1, num_prototypes), keys))
+
+    def lloyd_step(cents, _):
+        assign = jax.nn.one_hot(jnp.argmax(x @ cents.T, axis=1), num_prototypes, dtype=x.dtype)  # (M, N)
+        sums = assign.T @ x
+        counts = assign.sum(axis=0)
+        cents = jnp.where(counts[:, None] > 0, _unit(sums), cents)
+        return cents, None
+
+    cents, _ = jax.lax.scan(lloyd_step, cents, None, length=iters)
+    return cents

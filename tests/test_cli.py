@@ -1,0 +1,308 @@
+"""The launcher through its real command line: bad input exits 2 with one line naming it, and writes nothing.
+
+Phase files for the error cases are written under tmp_path (a PHASE argument may be a path to a .yaml file);
+a parent named in `extends` is looked up next to the file first, then in phases/.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from experiments import launch
+from experiments.phases import PHASES_DIR, resolve
+from tdmpc_glass.config import to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, env_extra=None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != launch.RUNS_ENV}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "experiments.launch", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+
+def tree(root: Path) -> dict:
+    """Every file (with its bytes) and directory (None) under root; empty when root does not exist."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}
+
+
+def write_phase(folder: Path, stem: str, **fields) -> Path:
+    path = folder / f"{stem}.yaml"
+    path.write_text(yaml.safe_dump(fields, sort_keys=False))
+    return path
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    """A runs root with one unrelated run in it, so 'nothing written' is checked against a real tree."""
+    root = tmp_path / "runs"
+    (root / "other" / "default" / "seed1").mkdir(parents=True)
+    (root / "other" / "default" / "seed1" / "eval.csv").write_text("env_step,mppi_return\n0,1.0\n")
+    return root
+
+
+# ---- bad input through `run`: exit 2, one line naming it, nothing written ---------------------------------------
+
+BAD_PHASES = {
+    # name: (files to write {stem: fields}, the phase to run, extra args, fragments the message must name)
+    "unknown phase": ({}, "hoper", [], ["unknown phase 'hoper'"]),
+    "mistyped key": ({"bad": dict(name="bad", extends="base", overrides={"planer.num_samples": 64})},
+                     "bad", [], ["bad.yaml", "unknown key 'planer.num_samples'", "did you mean 'planner.num_samples'"]),
+    "wrong type": ({"bad": dict(name="bad", extends="base", overrides={"train.steps": "abc"})},
+                   "bad", [], ["bad.yaml", "train.steps: expected int, got 'abc'"]),
+    "unknown top-level key": ({"bad": dict(name="bad", extends="base", overides={"horizon": 5})},
+                              "bad", [], ["bad.yaml", "unknown key 'overides'", "did you mean 'overrides'"]),
+    "missing parent": ({"bad": dict(name="bad", extends="nosuch", overrides={})},
+                       "bad", [], ["bad.yaml", "extends", "'nosuch' does not exist"]),
+    "cyclic extends": ({"a": dict(name="a", extends="b"), "b": dict(name="b", extends="a")},
+                       "a", [], ["extends: cycle a -> b -> a"]),
+    "unknown variant": ({"v": dict(name="v", extends="base", variants={"k64": {"train.k_update": 64}})},
+                        "v", ["--variant", "k32"], ["v.yaml", "unknown variant 'k32'", "k64"]),
+    "variant with unknown key": ({"v": dict(name="v", extends="base", variants={"k64": {"train.k_updat": 64}})},
+                                 "v", [], ["v.yaml: variants.k64: unknown key 'train.k_updat'",
+                                           "did you mean 'train.k_update'"]),
+    "bad default seeds": ({"s": dict(name="s", extends="base", seeds="5-1")},
+                          "s", [], ["s.yaml: seeds: range '5-1' runs backwards"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PHASES))
+def test_bad_phase_exits_2_naming_file_and_key_and_writes_nothing(case, tmp_path, runs):
+    files, phase, extra, fragments = BAD_PHASES[case]
+    for stem, fields in files.items():
+        write_phase(tmp_path, stem, **fields)
+    target = str(tmp_path / f"{phase}.yaml") if files else phase
+    before = tree(runs)
+    result = cli("run", target, "--seeds", "1-2", "--runs-root", runs, *extra)
+    assert_one_line_error(result, *fragments)
+    assert tree(runs) == before
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--seeds", "3-1"], ["--seeds: range '3-1' runs backwards"]),
+    (["--seeds", "1,1"], ["--seeds", "more than once"]),
+    (["--seeds", "x"], ["--seeds", "'x'"]),
+    (["--set", "task=hoper-hop"], ["command line: task: unknown task 'hoper-hop'", "did you mean 'hopper-hop'"]),
+    (["--set", "train.steps=abc"], ["command line: train.steps: expected int, got 'abc'"]),
+    (["--set", "planer.num_samples=8"], ["command line: unknown key 'planer.num_samples'",
+                                         "did you mean 'planner.num_samples'"]),
+    (["--set", "train.steps"], ["command line", "key=value"]),
+    (["--steps", "0"], ["resolved config: train.steps"]),
+    (["--variant", "k64"], ["phases/z.yaml: unknown variant 'k64'"]),
+])
+def test_bad_command_line_exits_2_naming_it_and_writes_nothing(args, fragments, runs):
+    before = tree(runs)
+    assert_one_line_error(cli("run", "z", "--runs-root", runs, *args), *fragments)
+    assert tree(runs) == before
+
+
+def test_an_unknown_task_in_a_phase_file_names_that_file(tmp_path, runs):
+    path = write_phase(tmp_path, "t", name="t", extends="base", overrides={"task": "walker-rnu"})
+    assert_one_line_error(cli("run", path, "--seeds", "1", "--runs-root", runs),
+                          "t.yaml: task: unknown task 'walker-rnu'", "walker-run")
+    assert not (runs / "t").exists()
+
+
+def test_argparse_usage_errors_exit_2():
+    assert cli("run").returncode == 2
+    assert cli("run", "z", "--steps", "many").returncode == 2
+    assert cli("frobnicate").returncode == 2
+
+
+def existing_run(runs: Path, seed: int, **changes) -> Path:
+    """A config.yaml as `run z` writes it, with some config values changed."""
+    resolved = resolve("z", "default")
+    config = to_dict(resolved.cfg)
+    for key, value in changes.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    record = launch.run_record(resolved, seed)
+    record["config"] = config
+    path = runs / "z" / "default" / f"seed{seed}" / "config.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(record, sort_keys=False))
+    return path
+
+
+def test_a_run_dir_holding_a_different_config_exits_2_and_nothing_is_written(runs):
+    config_file = existing_run(runs, 2, **{"planner.num_samples": 256})
+    before = tree(runs)
+    result = cli("run", "z", "--seeds", "1-3", "--runs-root", runs)
+    assert_one_line_error(result, str(config_file), "different config", "planner.num_samples is 256 there, 512 now")
+    assert tree(runs) == before  # seed1 and seed3 were not created either
+
+
+def test_a_run_dir_with_files_but_no_config_is_refused(runs):
+    seed_dir = runs / "z" / "default" / "seed1"
+    seed_dir.mkdir(parents=True)
+    (seed_dir / "eval.csv").write_text("env_step\n")
+    before = tree(runs)
+    assert_one_line_error(cli("run", "z", "--seeds", "1", "--runs-root", runs), str(seed_dir), "no config.yaml")
+    assert tree(runs) == before
+
+
+def test_a_damaged_config_yaml_is_refused(runs):
+    config_file = existing_run(runs, 1)
+    config_file.write_text("phase: {name: z\nseed: [")  # truncated mid-write by something else
+    before = tree(runs)
+    assert_one_line_error(cli("run", "z", "--seeds", "1", "--runs-root", runs), str(config_file), "unreadable")
+    assert tree(runs) == before
+
+
+# ---- describe / list / validate ------------------------------------------------------------------------------
+
+def describe_json(*args, env_extra=None) -> list[dict]:
+    result = cli("describe", *args, "--json", env_extra=env_extra)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_describe_json_is_one_object_with_integer_parameter_counts():
+    pytest.importorskip("tdmpc_glass.world_model", reason="world_model.count_params is written by another module")
+    [record] = describe_json("z", "--runs-root", "/r")
+    assert set(record) == {"phase", "variant", "description", "benchmark_fair", "task", "obs_dim", "act_dim",
+                           "config", "num_params", "run_dirs"}
+    assert (record["phase"], record["variant"], record["task"]) == ("z", "default", "hopper-hop")
+    assert (record["obs_dim"], record["act_dim"]) == (15, 4)
+    total = record["num_params"]["total"]
+    assert isinstance(total, int) and total == sum(v for k, v in record["num_params"].items() if k != "total")
+    assert record["config"]["planner"]["num_samples"] == 512
+    assert record["run_dirs"] == [f"/r/z/default/seed{k}" for k in range(1, 6)]  # the phase's default seeds
+
+
+def test_runs_root_comes_from_the_flag_else_the_environment_else_runs():
+    pytest.importorskip("tdmpc_glass.world_model", reason="world_model.count_params is written by another module")
+    env = {launch.RUNS_ENV: "/from-env"}
+    assert describe_json("demo", "--seeds", "2", env_extra=env)[0]["run_dirs"] == ["/from-env/demo/default/seed2"]
+    assert describe_json("demo", "--seeds", "2", "--runs-root", "/flag", env_extra=env)[0]["run_dirs"] == [
+        "/flag/demo/default/seed2"]
+    assert describe_json("demo", "--seeds", "2")[0]["run_dirs"] == ["runs/demo/default/seed2"]
+
+
+def test_describe_text_shows_config_task_parameters_and_run_dirs():
+    pytest.importorskip("tdmpc_glass.world_model", reason="world_model.count_params is written by another module")
+    result = cli("describe", "demo", "--steps", "1234", "--runs-root", "/r")
+    assert result.returncode == 0, result.stderr
+    assert "cartpole-swingup" in result.stdout and "total" in result.stdout
+    assert "/r/demo/default/seed1" in result.stdout and "/r/demo/default/seed2" in result.stdout
+    body = yaml.safe_load(result.stdout)  # the '#' header lines are YAML comments
+    assert body["train"]["steps"] == 1234
+
+
+def test_list_prints_every_phase():
+    result = cli("list")
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert names == sorted((p.stem for p in PHASES_DIR.glob("*.yaml")), key=str.lower)
+    assert {"base", "z", "demo"} <= set(names)
+
+
+def test_validate_all_passes():
+    result = cli("validate", "--all")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ok ") == len(list(PHASES_DIR.glob("*.yaml")))
+
+
+def test_validate_reports_each_target_and_fails_on_any_error(tmp_path):
+    good = write_phase(tmp_path, "good", name="good", extends="z", variants={"a": {"horizon": 5}, "b": {}})
+    bad = write_phase(tmp_path, "bad", name="bad", extends="base", variants={"a": {"horizon": "five"}})
+    result = cli("validate", good, "z", bad)
+    assert result.returncode == 2
+    assert "ok" in result.stdout and "good.yaml" in result.stdout and "phases/z.yaml" in result.stdout
+    assert_one_line_error(result, "bad.yaml: variants.a: horizon: expected int, got 'five'")
+    assert cli("validate").returncode == 2  # nothing to validate is a usage error
+
+
+def test_validate_rejects_an_alias_that_names_another_phase(tmp_path):
+    clash = write_phase(tmp_path, "clash", name="clash", extends="base", aliases=["phasez"])
+    assert_one_line_error(cli("validate", "z", clash), "clash.yaml: 'phasez' (name or alias)", "phases/z.yaml")
+
+
+# ---- run: what it writes and how it calls train (train replaced by a recorder) ---------------------------------
+
+@pytest.fixture
+def fake_train(monkeypatch):
+    """Replace tdmpc_glass.train.train; returns the list of recorded calls. Exit codes can be queued."""
+    import tdmpc_glass.train
+
+    calls, codes = [], []
+
+    def train(cfg, seeds, run_dirs, *, progress=True):
+        calls.append({"cfg": cfg, "seeds": list(seeds), "run_dirs": [Path(d) for d in run_dirs],
+                      "progress": progress})
+        return codes.pop(0) if codes else 0
+
+    monkeypatch.setattr(tdmpc_glass.train, "train", train)
+    monkeypatch.setattr(launch, "enable_compilation_cache", lambda: None)
+    return calls, codes
+
+
+def sweep_phase(folder: Path) -> Path:
+    return write_phase(folder, "sw", name="sw", description="two variants", extends="demo", benchmark_fair=False,
+                       aliases=["sweep_old"], seeds="1-2",
+                       variants={"k8": {"train.k_update": 8}, "k16": {"train.k_update": 16}})
+
+
+def test_run_writes_config_yaml_per_seed_and_trains_each_variant_once_with_all_seeds(tmp_path, runs, fake_train):
+    calls, _ = fake_train
+    phase = sweep_phase(tmp_path)
+    assert launch.main(["run", str(phase), "--seeds", "1-3", "--runs-root", str(runs), "--no-progress",
+                        "--set", "train.steps=8000"]) == 0
+    assert [c["cfg"].train.k_update for c in calls] == [8, 16]
+    for call, variant in zip(calls, ["k8", "k16"]):
+        assert call["seeds"] == [1, 2, 3] and call["progress"] is False
+        assert call["run_dirs"] == [runs / "sw" / variant / f"seed{k}" for k in (1, 2, 3)]
+        assert call["cfg"].train.steps == 8000 and call["cfg"].task == "cartpole-swingup"
+        for seed, run_dir in zip(call["seeds"], call["run_dirs"]):
+            record = yaml.safe_load((run_dir / "config.yaml").read_text())
+            assert record["phase"] == {"name": "sw", "variant": variant, "description": "two variants",
+                                       "benchmark_fair": False, "aliases": ["sweep_old"]}
+            assert record["seed"] == seed
+            assert record["config"] == to_dict(call["cfg"])
+            assert [p.name for p in run_dir.iterdir()] == ["config.yaml"]  # no temp file left behind
+
+
+def test_run_defaults_to_the_phase_seeds_and_the_default_variant(tmp_path, runs, fake_train):
+    calls, _ = fake_train
+    assert launch.main(["run", "demo", "--runs-root", str(runs), "--no-progress"]) == 0
+    [call] = calls
+    assert call["seeds"] == [1, 2]
+    assert call["run_dirs"] == [runs / "demo" / "default" / "seed1", runs / "demo" / "default" / "seed2"]
+
+
+def test_rerun_may_raise_steps_but_not_change_anything_else(tmp_path, runs, fake_train, capsys):
+    calls, _ = fake_train
+    args = ["run", "demo", "--seeds", "1", "--runs-root", str(runs), "--no-progress"]
+    assert launch.main(args) == 0
+    assert launch.main(args + ["--steps", "60000"]) == 0  # extending a run keeps its directory
+    config_file = runs / "demo" / "default" / "seed1" / "config.yaml"
+    assert yaml.safe_load(config_file.read_text())["config"]["train"]["steps"] == 60000
+    before = tree(runs)
+    assert launch.main(args + ["--set", "optim.lr=1e-3"]) == 2
+    assert "optim.lr is 0.0003 there, 0.001 now" in capsys.readouterr().err
+    assert tree(runs) == before and len(calls) == 2
+
+
+def test_run_returns_the_first_failure_and_stops_after_an_interrupt(tmp_path, runs, fake_train):
+    calls, codes = fake_train
+    phase = str(sweep_phase(tmp_path))
+    codes += [1, 0]
+    assert launch.main(["run", phase, "--runs-root", str(runs / "a"), "--no-progress"]) == 1
+    assert len(calls) == 2  # a failed variant does not stop the next one
+    codes += [130]
+    assert launch.main(["run", phase, "--runs-root", str(runs / "b"), "--no-progress"]) == 130
+    assert len(calls) == 3  # an interrupt does

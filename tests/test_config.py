@@ -1,0 +1,138 @@
+"""Config loading: layers of dotted overrides over the schema, type-checked by OmegaConf, one-line errors."""
+import dataclasses
+
+import pytest
+import yaml
+
+from experiments.phases import PhaseError, format_seeds, parse_seeds
+from tdmpc_glass.config import (
+    Config, ConfigError, build_config, config_from_dict, config_to_yaml, dotted_keys, nearest_key,
+    parse_override, to_dict,
+)
+
+
+def error_of(layers) -> str:
+    with pytest.raises(ConfigError) as info:
+        build_config(layers)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_no_layers_gives_the_schema_defaults():
+    assert build_config([]) == Config()
+
+
+def test_layers_apply_in_order_and_accept_dotted_or_nested_keys():
+    cfg = build_config([
+        ("phases/base.yaml", {"planner.num_samples": 256, "train": {"steps": 5000}}),
+        ("phases/child.yaml", {"planner": {"num_samples": 128}}),
+        ("command line", {"train.k_update": None, "optim.lr": 1}),
+    ])
+    assert cfg.planner.num_samples == 128
+    assert cfg.train.steps == 5000
+    assert cfg.train.k_update is None
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    assert isinstance(cfg, Config) and isinstance(cfg.planner, type(Config().planner))
+
+
+def test_unknown_key_names_source_key_and_nearest_valid_key():
+    assert error_of([("phases/z.yaml", {"planer.num_samples": 64})]) == (
+        "phases/z.yaml: unknown key 'planer.num_samples' (did you mean 'planner.num_samples'?)")
+    assert "did you mean 'train.k_update'" in error_of([("command line", {"train.k_updat": 64})])
+    assert "did you mean 'model.size'" in error_of([("x.yaml", {"modle": {"size": 1}})])
+    # a right leaf under a missing section
+    assert "did you mean 'planner.num_samples'" in error_of([("x.yaml", {"num_samples": 64})])
+    # nothing close: no guess
+    assert error_of([("x.yaml", {"zzzz": 1})]) == "x.yaml: unknown key 'zzzz'"
+
+
+def test_every_schema_key_is_its_own_nearest_key():
+    for key in dotted_keys():
+        assert nearest_key(key) == key
+
+
+def test_wrong_type_names_source_key_expected_type_and_value():
+    assert error_of([("command line", {"train.steps": "abc"})]) == "command line: train.steps: expected int, got 'abc'"
+    assert error_of([("p.yaml", {"train.steps": 1.5})]) == "p.yaml: train.steps: expected int, got 1.5"
+    assert error_of([("p.yaml", {"horizon": None})]) == "p.yaml: horizon: expected int, got None"
+    assert error_of([("p.yaml", {"optim.lr": "fast"})]) == "p.yaml: optim.lr: expected float, got 'fast'"
+    assert error_of([("p.yaml", {"train.k_update": "many"})]) == (
+        "p.yaml: train.k_update: expected int or null, got 'many'")
+    assert error_of([("p.yaml", {"planner.mpc": "maybe"})]) == "p.yaml: planner.mpc: expected bool, got 'maybe'"
+
+
+def test_a_section_given_a_value_is_reported_as_a_section():
+    assert error_of([("p.yaml", {"model": 5})]) == (
+        "p.yaml: 'model' is a section, not a value; set its keys, e.g. 'model.size'")
+
+
+def test_cross_field_check_errors_name_the_resolved_config():
+    message = error_of([("p.yaml", {"planner.num_elites": 1000})])
+    assert message.startswith("resolved config: planner.num_elites:")
+    assert error_of([("p.yaml", {"model.size": 7})]).startswith("resolved config: model.size:")
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("train.steps=20000", ("train.steps", 20000)),
+    ("optim.lr=3.0e-4", ("optim.lr", 3e-4)),
+    ("train.k_update=null", ("train.k_update", None)),
+    ("planner.mpc=false", ("planner.mpc", False)),
+    ("task=hopper-hop", ("task", "hopper-hop")),
+    (" task = cheetah-run", ("task", "cheetah-run")),  # spaces around key and value are dropped
+])
+def test_parse_override_reads_values_as_yaml(text, expected):
+    key, value = parse_override(text)
+    assert (key, value) == expected
+    assert type(value) is type(expected[1])
+
+
+@pytest.mark.parametrize("text", ["train.steps", "=5", ""])
+def test_parse_override_rejects_text_without_key_and_value(text):
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override(text)
+
+
+def test_overrides_parsed_from_the_command_line_feed_build_config():
+    cfg = build_config([("command line", dict([parse_override("train.steps=123"),
+                                               parse_override("optim.lr=1e-3")]))])
+    assert cfg.train.steps == 123
+    assert cfg.optim.lr == pytest.approx(1e-3)  # YAML 1.1 reads 1e-3 as text; the float field converts it
+
+
+def test_yaml_round_trip_restores_the_same_config():
+    cfg = build_config([("p.yaml", {"task": "walker-run", "model.size": 1, "model.latent_dim": 64,
+                                    "train.k_update": 64, "optim.lr": 1e-3, "planner.mpc": False})])
+    text = config_to_yaml(cfg)
+    assert config_from_dict(yaml.safe_load(text)) == cfg
+    assert yaml.safe_load(text) == to_dict(cfg) == dataclasses.asdict(cfg)
+
+
+def test_config_from_dict_names_its_source_on_a_foreign_key():
+    with pytest.raises(ConfigError, match=r"^runs/x/config.yaml: unknown key 'train.stepz'"):
+        config_from_dict({"train": {"stepz": 1}}, source="runs/x/config.yaml")
+
+
+@pytest.mark.parametrize("text, seeds", [
+    ("1-5", [1, 2, 3, 4, 5]), ("3", [3]), (3, [3]), ("1,3,5", [1, 3, 5]), ("1-3,7", [1, 2, 3, 7]),
+    ("0", [0]), (" 2 , 4-5", [2, 4, 5]),
+])
+def test_parse_seeds(text, seeds):
+    assert parse_seeds(text) == seeds
+    assert parse_seeds(format_seeds(seeds)) == seeds
+
+
+@pytest.mark.parametrize("text, why", [
+    ("3-1", "runs backwards"), ("", "not a list"), ("a", "not a list"), ("-1", "not a list"),
+    ("1--3", "not a list"), ("1,1", "more than once"), ("1-3,2", "more than once"), ("1,", "not a list"),
+    (True, "expected a seed list"), (None, "expected a seed list"), ("1-100000", "more than"),
+])
+def test_parse_seeds_rejects_with_one_line_naming_the_source(text, why):
+    with pytest.raises(PhaseError) as info:
+        parse_seeds(text, source="--seeds")
+    message = str(info.value)
+    assert message.startswith("--seeds: ") and why in message and "\n" not in message

@@ -1,0 +1,611 @@
+"""Glass math: structural entropy against loop references, invariances, graph construction, losses, k-means."""
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tdmpc_glass import glass as g
+
+jax.config.update("jax_enable_x64", False)
+
+
+# ----------------------------------------------------------------------------------------------- references
+# Written with explicit Python loops over clusters and nodes, in float64, independent of the module.
+
+def random_graph(rng, n, self_loops=True, zero_nodes=()):
+    a = rng.uniform(0.0, 1.0, (n, n)) * (rng.uniform(size=(n, n)) < 0.6)
+    a = 0.5 * (a + a.T)
+    if not self_loops:
+        np.fill_diagonal(a, 0.0)
+    for i in zero_nodes:
+        a[i, :] = 0.0
+        a[:, i] = 0.0
+    return a
+
+
+def random_soft_s(rng, n, k, temp=1.0):
+    logits = rng.normal(size=(n, k)) / temp
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def random_hard_s(rng, n, k):
+    return np.eye(k)[rng.integers(0, k, n)]
+
+
+def ref_parts(a, s):
+    """Degrees, vol, soft volumes V_k and soft cuts g_k = sum_i sum_j S_ik A_ij (1 - S_jk), by loops."""
+    n, k = s.shape
+    d = [sum(a[i, j] for j in range(n)) for i in range(n)]
+    vol = sum(d)
+    vols, cuts = [], []
+    for c in range(k):
+        vols.append(sum(s[i, c] * d[i] for i in range(n)))
+        cuts.append(sum(s[i, c] * a[i, j] * (1.0 - s[j, c]) for i in range(n) for j in range(n)))
+    return d, vol, vols, cuts
+
+
+def xlog(x, y):
+    """x * log(y) with 0 log 0 = 0."""
+    return 0.0 if x == 0.0 else x * math.log(y)
+
+
+def ref_h1(a):
+    d, vol, _, _ = ref_parts(a, np.ones((a.shape[0], 1)))
+    return -sum(xlog(di / vol, di / vol) for di in d)
+
+
+def ref_se_textbook(a, s):
+    """Cut form: -sum_k (g_k/vol) log(V_k/vol) - sum_k sum_i S_ik (d_i/vol) log(d_i/V_k)."""
+    d, vol, vols, cuts = ref_parts(a, s)
+    n, k = s.shape
+    total = 0.0
+    for c in range(k):
+        total -= xlog(cuts[c] / vol, vols[c] / vol)
+        for i in range(n):
+            if s[i, c] > 0 and d[i] > 0:
+                total -= s[i, c] * (d[i] / vol) * math.log(d[i] / vols[c])
+    return total
+
+
+def ref_se_hard_literal(a, labels, k):
+    """Hard partition, cut counted literally as the weight of edges leaving each cluster's node set."""
+    n = len(labels)
+    d = [sum(a[i, j] for j in range(n)) for i in range(n)]
+    vol = sum(d)
+    total = 0.0
+    for c in range(k):
+        members = [i for i in range(n) if labels[i] == c]
+        v = sum(d[i] for i in members)
+        cut = sum(a[i, j] for i in members for j in range(n) if labels[j] != c)
+        total -= xlog(cut / vol, v / vol)
+        for i in members:
+            total -= xlog(d[i] / vol, d[i] / v)
+    return total
+
+
+def ref_resistance(a, s):
+    _, vol, vols, cuts = ref_parts(a, s)
+    return sum(xlog((vols[c] - cuts[c]) / vol, vol / vols[c]) for c in range(s.shape[1]) if vols[c] > 0)
+
+
+def ref_se_h1_minus_r(a, s):
+    return ref_h1(a) - ref_resistance(a, s)
+
+
+def ref_se_seed_form(a, s):
+    """The seed document's form: -sum_k p_cut,k log p_vol,k + H1 + sum_k p_vol,k log p_vol,k."""
+    _, vol, vols, cuts = ref_parts(a, s)
+    total = ref_h1(a)
+    for c in range(s.shape[1]):
+        p_cut, p_vol = cuts[c] / vol, vols[c] / vol
+        total += -xlog(p_cut, p_vol) + xlog(p_vol, p_vol)
+    return total
+
+
+def ref_hier_hard(a, labels, super_of):
+    """Three-level tree: -sum_{alpha != root} (g_alpha/vol) log(V_alpha/V_parent), literal cuts, leaf cut d_i."""
+    n = len(labels)
+    d = [sum(a[i, j] for j in range(n)) for i in range(n)]
+    vol = sum(d)
+
+    def volume(nodes):
+        return sum(d[i] for i in nodes)
+
+    def cut(nodes):
+        inside = set(nodes)
+        return sum(a[i, j] for i in nodes for j in range(n) if j not in inside)
+
+    total = 0.0
+    for m in sorted(set(super_of)):
+        sup_nodes = [i for i in range(n) if super_of[labels[i]] == m]
+        total -= xlog(cut(sup_nodes) / vol, volume(sup_nodes) / vol)
+        for c in sorted({labels[i] for i in sup_nodes}):
+            nodes = [i for i in range(n) if labels[i] == c]
+            total -= xlog(cut(nodes) / vol, volume(nodes) / volume(sup_nodes))
+            for i in nodes:
+                total -= xlog(d[i] / vol, d[i] / volume(nodes))
+    return total
+
+
+def ref_hier_soft(a, s, s_sup):
+    """Soft three-level form by loops (leaf and cluster parent volumes weighted by the soft memberships)."""
+    n, k = s.shape
+    m_count = s_sup.shape[1]
+    t = np.zeros((n, m_count))
+    for i in range(n):
+        for m in range(m_count):
+            t[i, m] = sum(s[i, c] * s_sup[c, m] for c in range(k))
+    d, vol, vols, cuts = ref_parts(a, s)
+    _, _, uvols, ucuts = ref_parts(a, t)
+    total = 0.0
+    for m in range(m_count):
+        if uvols[m] > 0:
+            total -= xlog(ucuts[m] / vol, uvols[m] / vol)
+    for c in range(k):
+        for m in range(m_count):
+            if s_sup[c, m] > 0 and vols[c] > 0:
+                total -= s_sup[c, m] * xlog(cuts[c] / vol, vols[c] / uvols[m])
+    for c in range(k):
+        for i in range(n):
+            if s[i, c] > 0:
+                total -= s[i, c] * xlog(d[i] / vol, d[i] / vols[c])
+    return total
+
+
+def se(a, s):
+    return float(g.structural_entropy(jnp.asarray(a, jnp.float32), jnp.asarray(s, jnp.float32)))
+
+
+# ----------------------------------------------------------------------------------------------- structural entropy
+@pytest.mark.parametrize("hard", [True, False])
+def test_se_matches_loop_reference_and_three_forms(hard):
+    rng = np.random.default_rng(0)
+    for trial in range(6):
+        n, k = int(rng.integers(4, 12)), int(rng.integers(2, 6))
+        a = random_graph(rng, n)
+        s = random_hard_s(rng, n, k) if hard else random_soft_s(rng, n, k)
+        textbook = ref_se_textbook(a, s)
+        assert ref_se_h1_minus_r(a, s) == pytest.approx(textbook, abs=1e-10)
+        assert ref_se_seed_form(a, s) == pytest.approx(textbook, abs=1e-10)
+        if hard:
+            labels = s.argmax(1)
+            assert ref_se_hard_literal(a, labels, k) == pytest.approx(textbook, abs=1e-10)
+        assert se(a, s) == pytest.approx(textbook, abs=2e-5)
+        a32, s32 = jnp.asarray(a, jnp.float32), jnp.asarray(s, jnp.float32)
+        assert float(g.one_dim_entropy(a32)) == pytest.approx(ref_h1(a), abs=2e-5)
+        assert float(g.resistance(a32, s32)) == pytest.approx(ref_resistance(a, s), abs=2e-5)
+        assert float(g.one_dim_entropy(a32) - g.resistance(a32, s32)) == pytest.approx(textbook, abs=2e-5)
+
+
+def test_se_textbook_value_on_two_triangles():
+    # two triangles joined by one edge of weight 1, unit weights: a hand-checkable case
+    a = np.zeros((6, 6))
+    for i, j in [(0, 1), (1, 2), (0, 2), (3, 4), (4, 5), (3, 5), (2, 3)]:
+        a[i, j] = a[j, i] = 1.0
+    s = np.eye(2)[[0, 0, 0, 1, 1, 1]]
+    # d = (2,2,3,3,2,2), vol = 14, V = (7,7), g = (1,1)
+    expected = -2 * (1 / 14) * math.log(7 / 14) - 2 * (2 * (2 / 14) * math.log(2 / 7) + (3 / 14) * math.log(3 / 7))
+    assert se(a, s) == pytest.approx(expected, abs=1e-5)
+
+
+def test_se_permutation_invariance():
+    rng = np.random.default_rng(1)
+    n, k = 9, 4
+    a = random_graph(rng, n)
+    for s in (random_hard_s(rng, n, k), random_soft_s(rng, n, k)):
+        base = se(a, s)
+        perm = rng.permutation(n)
+        assert se(a[np.ix_(perm, perm)], s[perm]) == pytest.approx(base, abs=1e-5)
+        cperm = rng.permutation(k)
+        assert se(a, s[:, cperm]) == pytest.approx(base, abs=1e-5)
+
+
+def test_one_cluster_gives_h1_and_is_the_worst():
+    rng = np.random.default_rng(2)
+    a = random_graph(rng, 8)
+    h1 = float(g.one_dim_entropy(jnp.asarray(a, jnp.float32)))
+    assert se(a, np.ones((8, 1))) == pytest.approx(h1, abs=1e-5)
+    assert float(g.resistance(jnp.asarray(a, jnp.float32), jnp.ones((8, 1)))) == pytest.approx(0.0, abs=1e-6)
+    for _ in range(5):
+        assert se(a, random_soft_s(rng, 8, 3)) <= h1 + 1e-6
+
+
+def test_uniform_soft_s_gives_h1_minus_log_k_over_k():
+    # uniform S: V_k = vol/K, internal mass vol/K^2, so R = log(K)/K (the leaf term alone is H1 - log K)
+    rng = np.random.default_rng(3)
+    a = random_graph(rng, 10)
+    h1 = float(g.one_dim_entropy(jnp.asarray(a, jnp.float32)))
+    assert se(a, np.full((10, 4), 0.25)) == pytest.approx(h1 - math.log(4) / 4, abs=1e-5)
+
+
+def test_block_diagonal_true_partition_beats_random_partitions():
+    rng = np.random.default_rng(4)
+    sizes, n = (4, 5, 3), 12
+    labels = np.repeat(np.arange(3), sizes)
+    a = np.full((n, n), 0.01)
+    for b in range(3):
+        idx = np.where(labels == b)[0]
+        block = rng.uniform(1.0, 2.0, (len(idx), len(idx)))
+        a[np.ix_(idx, idx)] = 0.5 * (block + block.T)
+    true_se = se(a, np.eye(3)[labels])
+
+    def canonical(lab):
+        seen = {}
+        return tuple(seen.setdefault(x, len(seen)) for x in lab)
+
+    compared = 0
+    for _ in range(300):
+        lab = rng.integers(0, 3, n)
+        if canonical(lab) == canonical(labels):
+            continue
+        assert se(a, np.eye(3)[lab]) > true_se
+        compared += 1
+    assert compared > 250
+
+
+def test_finite_values_and_gradients_at_empty_cluster_and_unvisited_node():
+    rng = np.random.default_rng(5)
+    a = jnp.asarray(random_graph(rng, 6, zero_nodes=(2,)), jnp.float32)  # node 2 never visited: d_2 = 0
+    s_hard = jnp.asarray(np.eye(4)[[0, 0, 1, 1, 3, 3]], jnp.float32)  # cluster 2 empty
+    logits = jnp.log(s_hard + 1e-30)  # softmax gives exact zeros in float32
+
+    def all_terms(a, logits):
+        s = g.cluster_matrix(logits)
+        return (g.structural_entropy(a, s) + g.resistance(a, s) + g.one_dim_entropy(a)
+                + g.hierarchical_structural_entropy(a, s, jnp.eye(4)[:, :2] + jnp.eye(4)[:, 2:]))
+
+    for s in (s_hard, g.cluster_matrix(logits)):
+        for fn in (g.structural_entropy, g.resistance):
+            assert np.isfinite(float(fn(a, s)))
+    ga, gl = jax.grad(all_terms, argnums=(0, 1))(a, logits)
+    assert np.all(np.isfinite(np.asarray(ga))) and np.all(np.isfinite(np.asarray(gl)))
+    ga2 = jax.grad(lambda a: g.structural_entropy(a, s_hard))(a)
+    assert np.all(np.isfinite(np.asarray(ga2)))
+    # the zero-degree node and the empty cluster contribute nothing: same value as without them
+    keep = [0, 1, 3, 4, 5]
+    reduced = g.structural_entropy(a[jnp.ix_(jnp.array(keep), jnp.array(keep))], s_hard[jnp.array(keep)][:, [0, 1, 3]])
+    assert float(g.structural_entropy(a, s_hard)) == pytest.approx(float(reduced), abs=1e-6)
+    # an all-zero graph is finite too
+    z = jnp.zeros((4, 4))
+    assert np.isfinite(float(g.structural_entropy(z, jnp.full((4, 2), 0.5))))
+    assert np.all(np.isfinite(np.asarray(jax.grad(g.structural_entropy)(z, jnp.full((4, 2), 0.5)))))
+
+
+def test_gradients_finite_through_the_whole_pipeline_with_unvisited_prototype():
+    # prototype 3 points away from every latent: its assignment mass is ~e^-10 relative
+    key = jax.random.PRNGKey(0)
+    z = jnp.abs(jax.random.normal(key, (4, 16, 6))) * jnp.array([1, 1, 1, 0, 0, 0.0])
+    mu = jnp.concatenate([jnp.eye(6)[:3], -jnp.ones((1, 6))])
+    params = g.GlassParams(mu=mu, assign_logits=jnp.log(jnp.eye(4)[:, :3] + 1e-30))
+    cfg = g.GlassLossConfig(graph="counts_sym", lambda_window=1.0, window=2, lambda_row_entropy=1.0)
+    total, info = g.glass_losses(params, z, cfg)
+    grads = jax.grad(lambda p: g.glass_losses(p, z, cfg)[0])(params)
+    assert np.isfinite(float(total)) and all(np.isfinite(float(v)) for v in info.values())
+    for leaf in jax.tree_util.tree_leaves(grads):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+
+
+@pytest.mark.parametrize("hard", [True, False])
+def test_hierarchical_matches_reference_and_reduces_to_two_levels(hard):
+    rng = np.random.default_rng(6)
+    n, k, m = 10, 4, 2
+    for _ in range(3):
+        a = random_graph(rng, n)
+        if hard:
+            labels = rng.integers(0, k, n)
+            super_of = rng.integers(0, m, k)
+            s, s_sup = np.eye(k)[labels], np.eye(m)[super_of]
+            ref = ref_hier_hard(a, labels, super_of)
+            assert ref_hier_soft(a, s, s_sup) == pytest.approx(ref, abs=1e-10)
+        else:
+            s, s_sup = random_soft_s(rng, n, k), random_soft_s(rng, k, m)
+            ref = ref_hier_soft(a, s, s_sup)
+        a32, s32 = jnp.asarray(a, jnp.float32), jnp.asarray(s, jnp.float32)
+        got = g.hierarchical_structural_entropy(a32, s32, jnp.asarray(s_sup, jnp.float32))
+        assert float(got) == pytest.approx(ref, abs=3e-5)
+        two = se(a, s)
+        assert float(g.hierarchical_structural_entropy(a32, s32, jnp.ones((k, 1)))) == pytest.approx(two, abs=2e-5)
+        assert float(g.hierarchical_structural_entropy(a32, s32, jnp.eye(k))) == pytest.approx(two, abs=2e-5)
+
+
+# ----------------------------------------------------------------------------------------------- graph
+def one_hot_pairs(pairs, n):
+    src = jnp.asarray(np.eye(n)[[p[0] for p in pairs]], jnp.float32)
+    dst = jnp.asarray(np.eye(n)[[p[1] for p in pairs]], jnp.float32)
+    return src, dst
+
+
+def test_transition_graph_hand_built():
+    # 0->1 twice, 1->2, 2->0: row mass (2,1,1)/4, column mass (1,2,1)/4, P a pure 3-cycle with uniform pi
+    c, cn = one_hot_pairs([(0, 1), (0, 1), (1, 2), (2, 0)], 3)
+    rown = np.asarray(g.transition_graph(c, cn, "rownorm_sym", eps=0.0))
+    np.testing.assert_allclose(rown, np.array([[0, .5, .5], [.5, 0, .5], [.5, .5, 0]]), atol=1e-6)
+    counts = np.asarray(g.transition_graph(c, cn, "counts_sym", eps=0.0))
+    np.testing.assert_allclose(counts, np.array([[0, .25, .125], [.25, 0, .125], [.125, .125, 0]]), atol=1e-6)
+    flow = np.asarray(g.transition_graph(c, cn, "flow", eps=0.0))
+    np.testing.assert_allclose(flow, (np.ones((3, 3)) - np.eye(3)) / 6, atol=1e-6)
+    flow0 = np.asarray(g.transition_graph(c, cn, "flow", eps=0.0, flow_iters=0))
+    np.testing.assert_allclose(flow0, counts, atol=1e-6)  # row-mass weighting is the counts graph
+
+
+def test_transition_graph_self_loops_convention():
+    c, cn = one_hot_pairs([(0, 0), (0, 0), (0, 1), (1, 0)], 2)
+    with_loops = np.asarray(g.transition_graph(c, cn, "counts_sym", eps=0.0))
+    np.testing.assert_allclose(with_loops, np.array([[.5, .25], [.25, 0]]), atol=1e-6)
+    without = np.asarray(g.transition_graph(c, cn, "counts_sym", eps=0.0, self_loops=False))
+    np.testing.assert_allclose(without, np.array([[0, .5], [.5, 0]]), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind,mass", [("rownorm_sym", None), ("counts_sym", 1.0), ("flow", 1.0)])
+def test_transition_graph_symmetric_with_expected_mass(kind, mass):
+    key = jax.random.PRNGKey(1)
+    n = 7
+    c = jax.nn.softmax(3 * jax.random.normal(key, (3, 40, n)), -1)  # (T, B, N) sequences; pairs along T
+    a = np.asarray(g.transition_graph(c[:-1], c[1:], kind))
+    np.testing.assert_allclose(a, a.T, atol=1e-7)
+    assert np.all(a > 0)
+    np.testing.assert_allclose(a.sum(), n if mass is None else mass, rtol=1e-5)
+    if kind == "rownorm_sym":
+        p = np.asarray(g.transition_counts(c[:-1], c[1:])) + 1e-6
+        np.testing.assert_allclose(a, 0.5 * (p / p.sum(1, keepdims=True) + (p / p.sum(1, keepdims=True)).T),
+                                   rtol=1e-5)
+    if kind == "flow":
+        p = np.asarray(g.transition_counts(c[:-1], c[1:]), np.float64) + 1e-6
+        p = p / p.sum(1, keepdims=True)
+        d = a.sum(1)
+        np.testing.assert_allclose(d @ p, d, atol=1e-5)  # degrees are the stationary distribution
+
+
+# ----------------------------------------------------------------------------------------------- labels
+def test_k_label_and_nearest_anchor_hand_built():
+    mu = jnp.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 0]])
+    s = jnp.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    z = jnp.array([[5.0, 0.1, 0.2], [0.1, 2.0, 0.0], [0.0, 0.1, 0.3], [3.0, 3.2, 0.0], [0.0, 0.0, 0.0]])
+    # cosines: z0 nearest mu0, z1 mu1, z2 mu2, z3 mu3 (cos ~1), z4 (zero vector) ties at 0 -> argmax index 0
+    np.testing.assert_array_equal(np.asarray(g.nearest_anchor(z, mu)), [0, 1, 2, 3, 0])
+    labels = g.k_label(z, mu, s)
+    assert labels.dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(labels), [1, 0, 1, 0, 1])
+    # arbitrary leading axes
+    assert g.k_label(z.reshape(5, 1, 3), mu, s).shape == (5, 1)
+    np.testing.assert_allclose(np.asarray(g.cosine_similarity(z[3], mu))[3], 1.0, atol=2e-3)
+
+
+def test_soft_assignment_and_cluster_matrix_rows_on_simplex():
+    key = jax.random.PRNGKey(2)
+    z = jax.random.normal(key, (5, 3, 8))
+    mu = jax.random.normal(jax.random.PRNGKey(3), (6, 8))
+    c = g.soft_assignment(z, mu, 0.2)
+    assert c.shape == (5, 3, 6)
+    np.testing.assert_allclose(np.asarray(c.sum(-1)), 1.0, rtol=1e-6)
+    assert float(c.max()) > float(g.soft_assignment(z, mu, 2.0).max())  # lower temperature, sharper
+    s = g.cluster_matrix(jax.random.normal(key, (6, 4)))
+    np.testing.assert_allclose(np.asarray(s.sum(1)), 1.0, rtol=1e-6)
+
+
+def test_switch_rate_and_active_counts():
+    labels = jnp.array([[0, 1], [0, 2], [1, 2], [1, 2]])  # (T=4, B=2): changes 0,1 | 1,0 | 0,0
+    assert float(g.k_switch_rate(labels)) == pytest.approx(2 / 6)
+    c = jnp.array([[0.5, 0.5, 0.0, 0.0], [0.5, 0.4, 0.1, 0.0]])  # mean (0.5, 0.45, 0.05, 0): threshold 1/8
+    assert int(g.active_prototypes(c)) == 2
+    assert int(g.active_prototypes(c, threshold=0.01)) == 3
+    s = jnp.array([[1.0, 0], [1.0, 0], [0, 1.0], [0, 1.0]])
+    assert int(g.active_clusters(c, s)) == 1  # usage (0.95, 0.05), threshold 1/4
+
+
+# ----------------------------------------------------------------------------------------------- losses
+def test_balance_losses_zero_at_uniform_and_positive_when_collapsed():
+    n, k = 6, 3
+    uniform_c = jnp.full((10, n), 1 / n)
+    s = jnp.asarray(np.eye(k)[[0, 0, 1, 1, 2, 2]], jnp.float32)
+    assert float(g.prototype_balance_loss(uniform_c)) == pytest.approx(0.0, abs=1e-6)
+    assert float(g.cluster_balance_loss(uniform_c, s)) == pytest.approx(0.0, abs=1e-6)
+    collapsed = jnp.asarray(np.eye(n)[np.zeros(10, int)], jnp.float32)
+    assert float(g.prototype_balance_loss(collapsed)) == pytest.approx(math.log(n), abs=1e-5)
+    assert float(g.cluster_balance_loss(collapsed, s)) == pytest.approx(math.log(k), abs=1e-5)
+    assert float(g.row_entropy_loss(s)) == pytest.approx(0.0, abs=1e-6)
+    assert float(g.row_entropy_loss(jnp.full((n, k), 1 / k))) == pytest.approx(math.log(k), abs=1e-5)
+
+
+def test_temporal_loss_value():
+    z = jnp.array([[0.0, 0.0], [1.0, 1.0]])
+    zn = jnp.array([[1.0, 0.0], [1.0, 3.0]])
+    assert float(g.temporal_loss(z, zn)) == pytest.approx((1.0 + 4.0) / 2)
+
+
+def test_window_loss_zero_for_constant_and_positive_for_switching():
+    rng = np.random.default_rng(7)
+    base = random_soft_s(rng, 3, 5)  # (B=3, N=5): every sequence keeps its own assignment
+    constant = jnp.asarray(np.broadcast_to(base, (8, 3, 5)), jnp.float32)
+    assert float(g.window_consistency_loss(constant, 4)) == pytest.approx(0.0, abs=1e-6)
+    switching = jnp.asarray(np.eye(5)[np.tile([0, 1], 4)][:, None, :].repeat(3, 1), jnp.float32)  # 0,1,0,1,...
+    assert float(g.window_consistency_loss(switching, 2)) == pytest.approx(math.log(2), abs=1e-5)
+    soft_switch = jax.nn.softmax(jnp.asarray(rng.normal(size=(8, 3, 5)) * 3), -1)
+    assert float(g.window_consistency_loss(soft_switch, 3)) > 0.01
+    assert float(g.window_mutual_information(soft_switch, 3)) == pytest.approx(
+        float(g.window_consistency_loss(soft_switch, 3)))
+    with pytest.raises(ValueError):
+        g.window_consistency_loss(constant, 9)
+
+
+def test_phase_contrastive_lower_when_positives_match():
+    labels = jnp.array([0, 0, 0, 1, 1, 1, 0, 1])
+    aligned = jnp.asarray(np.eye(4)[[0, 0, 0, 2, 2, 2, 0, 2]] * 0.9 + 0.025, jnp.float32)
+    crossed = jnp.asarray(np.eye(4)[[0, 2, 0, 2, 0, 2, 0, 2]] * 0.9 + 0.025, jnp.float32)
+    loss_aligned = float(g.phase_contrastive_loss(aligned, labels))
+    loss_crossed = float(g.phase_contrastive_loss(crossed, labels))
+    assert loss_aligned < loss_crossed
+    assert loss_aligned < 1e-3  # positives identical, negatives orthogonal-ish: near zero at tau 0.1
+    # bool labels, and no negatives at all: finite (zero)
+    assert float(g.phase_contrastive_loss(aligned, labels.astype(bool))) == pytest.approx(loss_aligned)
+    same = g.phase_contrastive_loss(aligned, jnp.zeros(8, jnp.int32))
+    assert float(same) == pytest.approx(0.0, abs=1e-6)
+    gr = jax.grad(lambda c: g.phase_contrastive_loss(c, labels))(crossed)
+    assert np.all(np.isfinite(np.asarray(gr)))
+
+
+def test_sinkhorn_targets_near_equipartition():
+    key = jax.random.PRNGKey(4)
+    b, n = 256, 8
+    scores = jnp.tanh(jax.random.normal(key, (b, n)) * 0.3 + jnp.linspace(0.6, -0.6, n))  # skewed to proto 0
+    q = np.asarray(g.sinkhorn_targets(scores, eps=0.05, iters=3))
+    np.testing.assert_allclose(q.sum(1), 1.0, rtol=1e-5)
+    marg = q.sum(0) / b
+    plain = np.asarray(jax.nn.softmax(scores / 0.05, -1)).sum(0) / b
+    assert np.abs(marg - 1 / n).max() < 0.02
+    assert np.abs(plain - 1 / n).max() > 0.3
+    # no gradient reaches the scores through the targets
+    gr = jax.grad(lambda s: jnp.sum(g.sinkhorn_targets(s) * jnp.arange(n)))(scores)
+    assert float(jnp.abs(gr).sum()) == 0.0
+    loss = g.swapped_prediction_loss(scores, scores + 0.01)
+    assert np.isfinite(float(loss))
+
+
+def test_kmeans_init_recovers_separated_clusters():
+    rng = np.random.default_rng(8)
+    d, k = 12, 4
+    centres = np.abs(rng.normal(size=(k, d)))
+    centres[np.arange(k), np.arange(k)] += 6.0  # well separated directions
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    pts = np.concatenate([c * rng.uniform(0.5, 2.0, (50, 1)) + 0.03 * rng.normal(size=(50, d)) for c in centres])
+    cents = np.asarray(jax.jit(g.kmeans_init, static_argnums=(2, 3))(jax.random.PRNGKey(0),
+                                                                        jnp.asarray(pts, jnp.float32), k, 10))
+    np.testing.assert_allclose(np.linalg.norm(cents, axis=1), 1.0, rtol=1e-5)
+    cos = cents @ centres.T
+    best = max(sum(cos[i, p[i]] for i in range(k)) for p in itertools.permutations(range(k)))
+    assert best / k > 0.99
+
+
+# ----------------------------------------------------------------------------------------------- composite
+def make_batch(key, t=4, b=16, d=32, n=8, k=4, num_super=0):
+    k1, k2 = jax.random.split(key)
+    params = g.init_params(k1, d, n, k, num_super)
+    z = jax.nn.softmax(jax.random.normal(k2, (t, b, d // 8, 8)) * 2, -1).reshape(t, b, d)
+    contact = (jnp.arange(t * b).reshape(t, b) % 3 == 0)
+    return params, z, contact
+
+
+def test_glass_losses_default_terms_and_diagnostics():
+    params, z, _ = make_batch(jax.random.PRNGKey(5))
+    total, info = g.glass_losses(params, z)
+    s = g.cluster_matrix(params.assign_logits)
+    c = g.soft_assignment(z, params.mu, 0.2)
+    a = g.transition_graph(c[:-1], c[1:])
+    np.testing.assert_allclose(float(info["se"]), float(g.structural_entropy(a, s)), rtol=1e-5)
+    np.testing.assert_allclose(float(info["resistance"]), float(g.resistance(a, s)), atol=1e-5)
+    expected = (1e-4 * info["loss_se"] + 1e-3 * (info["loss_cluster_bal"] + info["loss_proto_bal"])
+                + 1e-4 * info["loss_temp"])
+    np.testing.assert_allclose(float(total), float(expected), rtol=1e-5)
+    labels = g.k_label(z, params.mu, s)
+    assert float(info["k_switch_rate"]) == pytest.approx(float(g.k_switch_rate(labels)))
+    assert float(info["window_mi"]) == pytest.approx(float(g.window_consistency_loss(c, 4)), abs=1e-6)
+    for key in ("loss_window", "loss_contrast", "loss_swap", "loss_row_entropy", "se_hier"):
+        assert float(info[key]) == 0.0
+
+
+def grads_of(params, z, cfg, contact=None):
+    return jax.grad(lambda p, z: g.glass_losses(p, z, cfg, contact)[0], argnums=(0, 1))(params, z)
+
+
+def norm(x):
+    return float(jnp.abs(x).sum())
+
+
+def test_gradient_flow_settings_of_the_se_term():
+    params, z, _ = make_batch(jax.random.PRNGKey(6))
+    only_se = dict(lambda_bal=0.0, lambda_temp=0.0, cluster_balance=False, balance="none", lambda_se=1.0)
+    gp, gz = grads_of(params, z, g.GlassLossConfig(graph_grad="full", **only_se))
+    assert norm(gp.mu) > 0 and norm(gz) > 0 and norm(gp.assign_logits) > 0
+    gp, gz = grads_of(params, z, g.GlassLossConfig(graph_grad="prototypes", **only_se))
+    assert norm(gp.mu) > 0 and norm(gz) == 0.0 and norm(gp.assign_logits) > 0
+    gp_none, gz = grads_of(params, z, g.GlassLossConfig(graph_grad="none", **only_se))
+    assert norm(gp_none.mu) == 0.0 and norm(gz) == 0.0 and norm(gp_none.assign_logits) > 0
+    # -R has the same gradient for S as H2 (H1 does not depend on S)
+    gp_r, _ = grads_of(params, z, g.GlassLossConfig(graph_grad="none", se_objective="neg_resistance", **only_se))
+    np.testing.assert_allclose(np.asarray(gp_r.assign_logits), np.asarray(gp_none.assign_logits), atol=1e-6)
+
+
+def test_every_variant_finite_with_gradients_to_intended_parameters():
+    params, z, contact = make_batch(jax.random.PRNGKey(7), num_super=2)
+    off = dict(lambda_se=0.0, lambda_bal=0.0, lambda_temp=0.0, cluster_balance=False, balance="none")
+    cases = {
+        # name: (config, gets mu grad, gets z grad, gets assign_logits grad, gets super grad)
+        "window": (dict(off, lambda_window=1.0, window=3), True, True, False, False),
+        "contrast": (dict(off, lambda_contrast=1.0), True, True, False, False),
+        "sinkhorn": (dict(off, lambda_bal=1.0, balance="sinkhorn"), True, True, False, False),
+        "proto_bal": (dict(off, lambda_bal=1.0, balance="kl"), True, True, False, False),
+        "cluster_bal": (dict(off, lambda_bal=1.0, cluster_balance=True), True, True, True, False),
+        "temp": (dict(off, lambda_temp=1.0), False, True, False, False),
+        "row_entropy": (dict(off, lambda_row_entropy=1.0), False, False, True, True),
+        "hier_se": (dict(off, lambda_se=1.0), True, True, True, True),
+    }
+    for name, (kw, want_mu, want_z, want_s, want_sup) in cases.items():
+        cfg = g.GlassLossConfig(**kw)
+        total, info = g.glass_losses(params, z, cfg, contact)
+        assert np.isfinite(float(total)), name
+        gp, gz = grads_of(params, z, cfg, contact)
+        got = (norm(gp.mu) > 0, norm(gz) > 0, norm(gp.assign_logits) > 0, norm(gp.super_logits) > 0)
+        assert got == (want_mu, want_z, want_s, want_sup), name
+        for leaf in jax.tree_util.tree_leaves((gp, gz)):
+            assert np.all(np.isfinite(np.asarray(leaf))), name
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        g.GlassLossConfig(graph="nope")
+    with pytest.raises(ValueError):
+        g.GlassLossConfig(graph_grad="sometimes")
+    params, z, _ = make_batch(jax.random.PRNGKey(8))
+    with pytest.raises(ValueError):
+        g.glass_losses(params, z, g.GlassLossConfig(lambda_window=1.0, window=10))
+    with pytest.raises(ValueError):
+        g.glass_losses(params, z, g.GlassLossConfig(lambda_contrast=1.0))
+    with pytest.raises(ValueError):
+        g.transition_graph(jnp.ones((2, 3)), jnp.ones((2, 3)), kind="dense")
+
+
+def test_jit_and_vmap_over_seeds_match_per_seed_results():
+    seeds = 3
+    keys = jax.random.split(jax.random.PRNGKey(9), seeds)
+    batches = [make_batch(k, num_super=2) for k in keys]
+    params = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[b[0] for b in batches])
+    z = jnp.stack([b[1] for b in batches])
+    contact = jnp.stack([b[2] for b in batches])
+    cfg = g.GlassLossConfig(graph="flow", lambda_window=0.5, window=3, lambda_contrast=0.1, balance="sinkhorn",
+                            lambda_row_entropy=0.01)
+    run = jax.jit(jax.vmap(lambda p, z, c: g.glass_losses(p, z, cfg, c)))
+    total, info = run(params, z, contact)
+    assert total.shape == (seeds,) and all(v.shape == (seeds,) for v in info.values())
+    for i, (p, zi, ci) in enumerate(batches):
+        t_i, info_i = g.glass_losses(p, zi, cfg, ci)
+        np.testing.assert_allclose(float(total[i]), float(t_i), rtol=1e-5)
+        for key in info_i:
+            np.testing.assert_allclose(float(info[key][i]), float(info_i[key]), rtol=1e-4, atol=1e-6)
+
+    # the individual pieces too
+    s = jax.vmap(g.cluster_matrix)(params.assign_logits)
+    c = jax.vmap(g.soft_assignment, in_axes=(0, 0, None))(z, params.mu, 0.2)
+    a = jax.jit(jax.vmap(g.transition_graph))(c[:, :-1], c[:, 1:])
+    se_v = jax.jit(jax.vmap(g.structural_entropy))(a, s)
+    hier_v = jax.jit(jax.vmap(g.hierarchical_structural_entropy))(a, s, jax.vmap(g.cluster_matrix)(params.super_logits))
+    labels = jax.jit(jax.vmap(g.k_label))(z, params.mu, s)
+    cents = jax.jit(jax.vmap(g.kmeans_init, in_axes=(0, 0, None, None)), static_argnums=(2, 3))(
+        keys, z.reshape(seeds, -1, z.shape[-1]), 8, 5)
+    assert cents.shape == (seeds, 8, z.shape[-1])
+    for i in range(seeds):
+        assert float(se_v[i]) == pytest.approx(float(g.structural_entropy(a[i], s[i])), abs=1e-5)
+        assert float(hier_v[i]) == pytest.approx(float(g.hierarchical_structural_entropy(
+            a[i], s[i], g.cluster_matrix(params.super_logits[i]))), abs=1e-5)
+        np.testing.assert_array_equal(np.asarray(labels[i]), np.asarray(g.k_label(z[i], params.mu[i], s[i])))
+
+
+def test_init_params_shapes():
+    p = g.init_params(jax.random.PRNGKey(0), 64, 16, 8)
+    assert p.mu.shape == (16, 64) and p.assign_logits.shape == (16, 8) and p.super_logits is None
+    np.testing.assert_allclose(np.asarray(p.mu.reshape(16, 8, 8).sum(-1)), 1.0, rtol=1e-5)  # SimNorm-shaped
+    p = g.init_params(jax.random.PRNGKey(0), 30, 4, 4, num_super=2)
+    assert p.mu.shape == (4, 30) and p.super_logits.shape == (4, 2)
