@@ -1,122 +1,248 @@
-"""Learning curves: per phase the mean over seeds with a 95% bootstrap band against env steps.
+"""Learning curves: per phase the mean over seeds with a 95% bootstrap band, against env steps.
 
   python analysis/curves.py --phases 1b f aa:k128 [--runs DIR] [--metric mppi_return|pi_return|<train.csv column>]
-                            [--out fig.png|svg] [--reference]
+                            [--out curves.png|curves.svg] [--reference] [--reps 1000]
 
-Single seeds are drawn faint, each phase in its stable colour (analysis/colors.py), with threshold lines at
-500 and 600 for return metrics. --reference overlays the published TD-MPC2 / DreamerV3 / SAC curves of the
-runs' task (analysis/reference_data/, from the TD-MPC2 authors' results).
+Each phase label (`phase`, or `phase:variant`) is drawn in its stable colour (analysis/colors.py): every seed as
+a faint line, the mean over seeds as a bold line, and a 95% percentile-bootstrap band of that mean (seeds
+resampled with replacement, seeded). Seeds are aligned on the env_step values they share; where seeds have
+different lengths (a running seed, a failed one) each step uses the seeds that reached it: the mean is dashed
+there, and the band needs two seeds. Return metrics get dotted lines at 500 (G1 threshold) and 600 (G2
+ceiling). train.csv metrics are averaged into at most --points bins of env steps. --reference overlays the
+published curves of TD-MPC2, TD-MPC, DreamerV3 and SAC for the runs' task (analysis/reference_data/, from the
+TD-MPC2 authors' results; drawn up to the runs' last env step). Writes --out (default curves.png in the current
+directory; the suffix picks the format) and prints its path. Errors print one line `error: ...` and exit 2.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
-if __package__ in (None, ""):
+if __package__ in (None, ""):  # run as a script: make `import analysis` work from any directory
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import matplotlib
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from analysis.colors import phase_color  # noqa: E402
-from analysis.runs import AnalysisError, load_runs, runs_root  # noqa: E402
+from analysis.runs import (AnalysisError, PhaseNames, Run, load_runs, phase_catalogue, runs_root,  # noqa: E402
+                           split_label)
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference_data"
+EVAL_METRICS = ("mppi_return", "mppi_return_std", "pi_return", "pi_return_std")
 RETURN_METRICS = ("mppi_return", "pi_return")
+THRESHOLDS = ((500.0, "G1 threshold 500"), (600.0, "G2 ceiling 600"))
+REFERENCE_STYLES = {"tdmpc2": ("-.", "0.15"), "tdmpc": (":", "0.35"), "dreamerv3": ("--", "0.45"),
+                    "sac": ((0, (1, 3)), "0.55")}
+FORMATS = (".png", ".svg", ".pdf")
 
 
-def bootstrap_band(matrix: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """95% percentile-bootstrap band of the mean over rows (seeds), per column (env step); NaN-aware."""
-    rng = np.random.default_rng(seed)
-    n = matrix.shape[0]
-    idx = rng.integers(0, n, (reps, n))
-    with np.errstate(all="ignore"):
-        means = np.nanmean(matrix[idx], axis=1)  # (reps, steps)
-        return np.nanpercentile(means, 2.5, axis=0), np.nanpercentile(means, 97.5, axis=0)
+# ---- data ------------------------------------------------------------------------------------------------------
+
+def select_runs(runs: list[Run], labels: list[str], names: PhaseNames) -> dict[str, list[Run]]:
+    """label -> its runs, labels resolved through aliases. Unknown labels raise AnalysisError naming the known."""
+    known = sorted({r.label for r in runs})
+    out = {}
+    for raw in labels:
+        label = names.label(raw)
+        chosen = [r for r in runs if r.label == label]
+        if not chosen:
+            phase, variant = split_label(label)
+            variants = sorted(r.label for r in runs if r.phase == phase)
+            hint = (f"; phase {phase} has variants: {', '.join(sorted(set(variants)))}" if variants and
+                    variant == "default" else f"; phases: {', '.join(known)}")
+            raise AnalysisError(f"no runs for '{raw}'{hint}")
+        out[label] = chosen
+    return out
 
 
-def seed_curves(runs, metric: str) -> pd.DataFrame:
-    """Wide frame: index env_step, one column per seed."""
-    columns = {}
+def _frame_for(run: Run, metric: str) -> pd.DataFrame:
+    return run.eval if metric in EVAL_METRICS else run.train()
+
+
+def seed_curves(runs: list[Run], metric: str, max_points: int = 400) -> pd.DataFrame:
+    """Wide frame: index env_step, one column per seed (NaN where a seed has no value at that step).
+
+    A step logged twice (a resumed run) keeps its last value. With more than max_points distinct steps the
+    steps are averaged into max_points equal-width bins of env steps, indexed by the bin's centre.
+    """
+    series = {}
     for run in runs:
-        frame = run.eval if metric in RETURN_METRICS else run.train()
-        if metric in frame and "env_step" in frame:
-            columns[run.seed] = frame.groupby("env_step")[metric].mean()
-    return pd.DataFrame(columns).sort_index()
+        frame = _frame_for(run, metric)
+        if metric not in frame or "env_step" not in frame:
+            continue
+        part = pd.DataFrame({"env_step": pd.to_numeric(frame["env_step"], errors="coerce"),
+                             "value": pd.to_numeric(frame[metric], errors="coerce")}).dropna()
+        if part.empty:
+            continue
+        series[run.seed] = part.drop_duplicates("env_step", keep="last").set_index("env_step")["value"]
+    wide = pd.DataFrame(series).sort_index()
+    if len(wide) > max_points:
+        edges = np.linspace(wide.index.min(), wide.index.max(), max_points + 1)
+        centres = (edges[:-1] + edges[1:]) / 2
+        bins = np.clip(np.searchsorted(edges, wide.index.to_numpy(), side="right") - 1, 0, max_points - 1)
+        wide = wide.groupby(centres[bins]).mean()
+    wide.index.name = "env_step"
+    return wide
 
 
-def plot(runs_by_label: dict, metric: str, out: Path, task: str | None, reference: bool) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+def bootstrap_band(matrix: np.ndarray, reps: int = 1000, seed: int = 0, size: float = 0.95
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """95% percentile-bootstrap band of the mean over rows (seeds) for each column (env step).
+
+    matrix (seeds, steps) may hold NaN where a seed has no value; a column's band is NaN with fewer than two
+    values. Returns (low, high), each (steps,).
+    """
+    rng = np.random.default_rng(seed)
+    n_seeds, n_steps = matrix.shape
+    rows = rng.integers(0, n_seeds, size=(reps, n_seeds))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        means = np.nanmean(matrix[rows], axis=1)  # (reps, steps)
+        alpha = (1.0 - size) / 2
+        low, high = np.nanpercentile(means, [100 * alpha, 100 * (1 - alpha)], axis=0)
+    enough = (~np.isnan(matrix)).sum(axis=0) >= 2
+    return np.where(enough, low, np.nan), np.where(enough, high, np.nan)
+
+
+def reference_curves(task: str) -> dict[str, pd.Series]:
+    """Published mean curves for `task` (e.g. hopper-hop): algorithm -> mean reward by env step."""
+    task = task.replace("_", "-")
+    out = {}
+    for path in sorted(REFERENCE_DIR.glob(f"*-{task}.csv")):
+        algorithm = path.stem[: -len(task) - 1]
+        table = pd.read_csv(path)
+        if {"step", "reward"} <= set(table.columns):
+            out[algorithm] = table.groupby("step")["reward"].mean()
+    return out
+
+
+# ---- figure ----------------------------------------------------------------------------------------------------
+
+def _steps_formatter(x, _pos) -> str:
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:g}M"
+    if abs(x) >= 1e3:
+        return f"{x / 1e3:g}k"
+    return f"{x:g}"
+
+
+def plot_curves(runs_by_label: dict[str, list[Run]], metric: str = "mppi_return", reference: bool = False,
+                reps: int = 1000, max_points: int = 400) -> plt.Figure:
+    """The figure: per label faint seeds, the mean over seeds (legend `label (n=seeds)`) and its 95% band."""
+    fig, ax = plt.subplots(figsize=(10, 5.6))
+    last_step = 0.0
+    drawn = 0
     for label, runs in runs_by_label.items():
-        wide = seed_curves(runs, metric)
+        wide = seed_curves(runs, metric, max_points)
         if wide.empty:
             continue
+        drawn += 1
         colour = phase_color(label)
-        steps = wide.index.to_numpy()
+        steps = wide.index.to_numpy(float)
+        last_step = max(last_step, steps.max())
         for seed in wide.columns:
-            s = wide[seed].dropna()
-            ax.plot(s.index, s.to_numpy(), color=colour, alpha=0.25, linewidth=0.8)
-        matrix = wide.to_numpy(float).T
-        with np.errstate(all="ignore"):
+            one = wide[seed].dropna()
+            ax.plot(one.index, one.to_numpy(), color=colour, alpha=0.28, linewidth=0.9)
+        matrix = wide.to_numpy(float).T  # (seeds, steps)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(matrix, axis=0)
-        ax.plot(steps, mean, color=colour, linewidth=2, label=f"{label} (n={wide.shape[1]})")
+        n_seeds = wide.shape[1]
+        full = (~np.isnan(matrix)).sum(axis=0) == n_seeds
+        ax.plot(steps, np.where(full, mean, np.nan), color=colour, linewidth=2.2, label=f"{label} (n={n_seeds})",
+                gid=f"{label}:mean")
+        partial = ~full
+        partial[:-1] |= ~full[1:]  # join the dashed part to the solid one on either side
+        partial[1:] |= ~full[:-1]
+        if (~full).any():
+            ax.plot(steps, np.where(partial, mean, np.nan), color=colour, linewidth=1.4, linestyle="--",
+                    gid=f"{label}:partial")
         if wide.shape[1] >= 2:
-            lo, hi = bootstrap_band(matrix)
-            ax.fill_between(steps, lo, hi, color=colour, alpha=0.2, linewidth=0)
-    if reference and task and metric in RETURN_METRICS:
-        for path in sorted(REFERENCE_DIR.glob(f"*-{task}.csv")):
-            ref = pd.read_csv(path).groupby("step")["reward"].mean()
-            ax.plot(ref.index, ref.to_numpy(), linestyle="--", linewidth=1.2, color="0.4" if "tdmpc2" in path.stem
-                    else "0.7", label=f"{path.stem.rsplit('-' + task, 1)[0]} (published)")
+            low, high = bootstrap_band(matrix, reps=reps)
+            ax.fill_between(steps, low, high, color=colour, alpha=0.18, linewidth=0)
+    if drawn == 0:
+        plt.close(fig)
+        raise AnalysisError(f"no values of '{metric}' in the selected runs")
     if metric in RETURN_METRICS:
-        for y in (500, 600):
-            ax.axhline(y, color="0.5", linestyle=":", linewidth=1)
+        for y, text in THRESHOLDS:
+            ax.axhline(y, color="0.4", linestyle=":", linewidth=1)
+            ax.annotate(text, (0, y), xycoords=("axes fraction", "data"), xytext=(4, 2),
+                        textcoords="offset points", fontsize=7, color="0.35")
+    tasks = {r.task for runs in runs_by_label.values() for r in runs if r.task}
+    if reference and metric in RETURN_METRICS:
+        if len(tasks) == 1:
+            task = tasks.pop()
+            published = reference_curves(task)
+            if not published:
+                print(f"warning: --reference: no published curves for {task} in {REFERENCE_DIR}", file=sys.stderr)
+            for algorithm, curve in published.items():
+                curve = curve[curve.index <= last_step * 1.02] if last_step > 0 else curve
+                style, colour = REFERENCE_STYLES.get(algorithm, ("--", "0.5"))
+                ax.plot(curve.index, curve.to_numpy(), linestyle=style, color=colour, linewidth=1.3,
+                        label=f"{algorithm} {task} (published)")
+            tasks = {task}
+        else:
+            print(f"warning: --reference skipped: the runs' task is {' / '.join(sorted(tasks)) or 'unknown'}",
+                  file=sys.stderr)
+    ax.xaxis.set_major_formatter(FuncFormatter(_steps_formatter))
     ax.set_xlabel("env steps")
     ax.set_ylabel(metric)
+    ax.set_title(f"{metric}" + (f" on {', '.join(sorted(tasks))}" if tasks else "") +
+                 ": mean over seeds (dashed where some seeds have not reached the step), 95% bootstrap band, "
+                 "single seeds faint", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
     return fig
 
 
+# ---- command line ----------------------------------------------------------------------------------------------
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="curves.py", description=__doc__.splitlines()[0])
-    p.add_argument("--phases", nargs="+", required=True, help="phase labels, e.g. 1b f aa:k128")
-    p.add_argument("--runs", default=None)
-    p.add_argument("--metric", default="mppi_return")
-    p.add_argument("--out", default="curves.png")
-    p.add_argument("--reference", action="store_true", help="overlay the published curves of the same task")
+    p = argparse.ArgumentParser(prog="curves.py", description="Learning curves: mean over seeds with a 95% "
+                                "bootstrap band against env steps.")
+    p.add_argument("--phases", nargs="+", required=True, metavar="LABEL", help="phase labels, e.g. 1b f aa:k128")
+    p.add_argument("--runs", default=None, metavar="DIR", help="runs root (default: $TDMPC_GLASS_RUNS, else ./runs)")
+    p.add_argument("--metric", default="mppi_return", help="mppi_return, pi_return or a train.csv column")
+    p.add_argument("--out", default="curves.png", help="figure file; .png, .svg or .pdf (default curves.png)")
+    p.add_argument("--reference", action="store_true", help="overlay the published curves of the runs' task")
+    p.add_argument("--reps", type=int, default=1000, help="bootstrap resamples for the bands (1000)")
+    p.add_argument("--points", type=int, default=400, help="at most this many env-step bins for train metrics")
+    p.add_argument("--phases-dir", default=None, help=argparse.SUPPRESS)  # tests: another phases/ folder
     args = p.parse_args(argv)
+    out = Path(args.out)
     try:
-        runs = load_runs(runs_root(args.runs))
-        by_label = {label: [r for r in runs if r.label == label or (":" not in label and r.phase == label)]
-                    for label in args.phases}
-        missing = [label for label, rs in by_label.items() if not rs]
-        if missing:
-            raise AnalysisError(f"no runs for phase '{missing[0]}' under {runs_root(args.runs)}")
-        tasks = {yaml_task(r.path) for rs in by_label.values() for r in rs}
-        task = tasks.pop() if len(tasks) == 1 else None
-        plot(by_label, args.metric, Path(args.out), task, args.reference)
+        if out.suffix.lower() not in FORMATS:
+            raise AnalysisError(f"--out {out}: unknown figure format '{out.suffix}' (use {', '.join(FORMATS)})")
+        names = PhaseNames(phase_catalogue(args.phases_dir) if args.phases_dir else phase_catalogue())
+        root = runs_root(args.runs)
+        runs = load_runs(root, names=names)
+        if not runs:
+            raise AnalysisError(f"no runs found under {root}")
+        fig = plot_curves(select_runs(runs, args.phases, names), args.metric, args.reference, args.reps,
+                          args.points)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+            fig.savefig(tmp, dpi=130)
+            tmp.replace(out)  # never a half-written figure
+        except OSError as e:
+            raise AnalysisError(f"--out {out}: cannot write: {e.strerror or e}") from None
+        finally:
+            plt.close(fig)
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}")
+    print(out.resolve())
     return 0
-
-
-def yaml_task(run_dir: Path) -> str | None:
-    import yaml
-    try:
-        return yaml.safe_load((run_dir / "config.yaml").read_text())["config"]["task"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        return None
 
 
 if __name__ == "__main__":

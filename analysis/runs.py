@@ -8,7 +8,8 @@ the way a researcher's disk is messy:
 - a CSV whose writer was cut mid-row loses only that partial last row; missing or empty files read as empty;
 - directories that are not run directories (no `seed<k>` name, or none of a run's files inside) are ignored;
 - a phase filed under another name is merged into its canonical name through the `aliases` lists of
-  phases/*.yaml and of the runs' own config.yaml (e.g. `phasez/` -> `z`).
+  phases/*.yaml and of the runs' own config.yaml (e.g. `phasez/` -> `z`);
+- a run is benchmark-unfair if its config.yaml or its phase file says so.
 
 A run's *label* is `phase` for the default variant and `phase:variant` otherwise (`aa:k128`).
 Its best MPPI is the highest mppi_return over its evaluation rows.
@@ -276,13 +277,16 @@ class Run:
 
     @property
     def env_steps(self) -> int | None:
-        """The last evaluated env step (else the status file's env_step; None if neither is known)."""
+        """How far the run got: the larger of its last evaluated env step and status.json's env_step."""
+        steps = []
         if "env_step" in self.eval:
-            steps = pd.to_numeric(self.eval["env_step"], errors="coerce").dropna()
-            if len(steps):
-                return int(steps.max())
+            evaluated = pd.to_numeric(self.eval["env_step"], errors="coerce").dropna()
+            if len(evaluated):
+                steps.append(int(evaluated.max()))
         step = self.status_record.get("env_step")
-        return int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else None
+        if isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step):
+            steps.append(int(step))
+        return max(steps) if steps else None
 
 
 def is_run_dir(path: Path) -> bool:
@@ -314,7 +318,8 @@ def load_runs(root: str | os.PathLike, phases_dir: str | os.PathLike | None = PH
     found = []
     for seed_dir in find_run_dirs(root):
         record = read_yaml(seed_dir / "config.yaml")
-        meta = record.get("phase") if isinstance(record.get("phase"), dict) else {}
+        meta = record.get("phase")
+        meta = meta if isinstance(meta, dict) else {"name": meta} if isinstance(meta, str) and meta else {}
         recorded = str(meta.get("name") or seed_dir.parent.parent.name)
         names.add(recorded, meta.get("aliases"))
         if recorded != seed_dir.parent.parent.name:
@@ -324,7 +329,8 @@ def load_runs(root: str | os.PathLike, phases_dir: str | os.PathLike | None = PH
     for seed_dir, record, meta, recorded in found:  # after every config is read, so aliases apply to all runs
         phase = names.canonical(recorded)
         info = names.catalogue.get(phase)
-        fair = _as_bool(meta.get("benchmark_fair"), info.benchmark_fair if info else True)
+        # unfair if the run's record or the phase file says so: a phase marked unfair later never counts for G1/G2
+        fair = _as_bool(meta.get("benchmark_fair"), True) and (info.benchmark_fair if info else True)
         description = " ".join(str(meta.get("description") or (info.description if info else "")).split())
         runs.append(Run(path=seed_dir, phase=phase, variant=str(meta.get("variant") or seed_dir.parent.name),
                         seed=int(SEED_DIR.match(seed_dir.name).group(1)), filed_as=seed_dir.parent.parent.name,

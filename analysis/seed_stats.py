@@ -38,7 +38,6 @@ if __package__ in (None, ""):  # run as a script: make `import analysis` work fr
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis import uncertainty  # noqa: E402
 from analysis.runs import (RUNS_ENV, AnalysisError, PhaseNames, _as_bool, load_runs, natural_key,  # noqa: E402
                            phase_catalogue, runs_root, split_label)
 
@@ -48,6 +47,7 @@ RESULT_COLUMNS = ("phase", "seed", "best_mppi", "benchmark_fair", "env_steps", "
 LEDGER_KEYS = ("phase", "description", "benchmark_fair", "n_seeds", "seeds", "best_mppi", "best_seeds", "hits",
                "hit_rate", "G1", "G2", "iqm", "iqm_ci_low", "iqm_ci_high", "mean", "mean_ci_low", "mean_ci_high",
                "env_steps", "n_running")
+BOOTSTRAP_ENGINES = ("numpy", "rliable")  # = uncertainty.ENGINES; that module is imported late (scipy is slow)
 MIN_SEEDS_G1 = 5
 MIN_SEEDS_COMPARE = 5
 
@@ -61,6 +61,8 @@ def warn(message: str) -> None:
 def results_from_runs(root: Path, names: PhaseNames) -> tuple[pd.DataFrame, int]:
     """One row per run that has at least one evaluation; also the number of run directories found."""
     runs = load_runs(root, names=names)
+    # the same phase and seed filed twice (under two aliases): the run that got furthest comes first and is kept
+    runs = sorted(runs, key=lambda r: -(r.env_steps or 0))
     rows = [{"phase": r.label, "seed": r.seed, "best_mppi": r.best_mppi, "benchmark_fair": r.benchmark_fair,
              "env_steps": r.env_steps, "description": r.description, "status": r.status, "source": str(r.path)}
             for r in runs if r.best_mppi is not None]
@@ -85,7 +87,7 @@ def read_import(path: Path, names: PhaseNames) -> pd.DataFrame:
     if not path.is_file():
         raise AnalysisError(f"{path}: no such file")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False)
     except pd.errors.EmptyDataError:
         raise AnalysisError(f"{path}: empty file (expected a header phase,seed,best_mppi)") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
@@ -123,7 +125,8 @@ def read_import(path: Path, names: PhaseNames) -> pd.DataFrame:
             raise AnalysisError(f"{path}: line {line}: env_steps {env_steps!r} is not a number") from None
         description = " ".join(str(record.get("description", "")).split()) or (info.description if info else "")
         rows.append({"phase": label, "seed": seed, "best_mppi": best,
-                     "benchmark_fair": _as_bool(record.get("benchmark_fair") or None, fair_default),
+                     # unfair if the CSV or the phase file says so
+                     "benchmark_fair": _as_bool(record.get("benchmark_fair") or None, True) and fair_default,
                      "env_steps": env_steps, "description": description, "status": "imported",
                      "source": str(path)})
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
@@ -131,10 +134,10 @@ def read_import(path: Path, names: PhaseNames) -> pd.DataFrame:
 
 def combine(run_results: pd.DataFrame, imports: list[pd.DataFrame]) -> pd.DataFrame:
     """Runs and imports together, one row per (phase, seed): a run beats an import, a later import an earlier."""
-    parts = [f for f in [*imports[::-1], run_results] if len(f)]
+    parts = [f for f in [run_results, *imports[::-1]] if len(f)]  # runs, the last import, ..., the first
     if not parts:
         return pd.DataFrame(columns=list(RESULT_COLUMNS))
-    frame = pd.concat(parts[::-1], ignore_index=True)  # runs first, then the last import, ..., the first
+    frame = pd.concat(parts, ignore_index=True)
     duplicated = frame.duplicated(subset=["phase", "seed"], keep="first")
     for _, row in frame[duplicated].iterrows():
         kept = frame[(frame["phase"] == row["phase"]) & (frame["seed"] == row["seed"])].iloc[0]
@@ -208,7 +211,10 @@ def per_phase_table(results: pd.DataFrame) -> list[dict]:
     return out
 
 
-def ledger_table(results: pd.DataFrame, threshold: float, ceiling: float, reps: int) -> list[dict]:
+def ledger_table(results: pd.DataFrame, threshold: float, ceiling: float, reps: int, engine: str = "numpy"
+                 ) -> list[dict]:
+    from analysis import uncertainty
+
     out = []
     for phase, group in results.groupby("phase", sort=False):
         values = group["best_mppi"].to_numpy(float)
@@ -225,12 +231,14 @@ def ledger_table(results: pd.DataFrame, threshold: float, ceiling: float, reps: 
                "G2": fair and bool((values >= ceiling).any()),
                "env_steps": int(steps.max()) if len(steps) else None,
                "n_running": int((group["status"] == "running").sum())}
-        row.update(uncertainty.iqm_and_mean(values, reps=reps))
+        row.update(uncertainty.iqm_and_mean(values, reps=reps, engine=engine))
         out.append({key: row[key] for key in LEDGER_KEYS})
     return out
 
 
-def compare(results: pd.DataFrame, names: PhaseNames, a: str, b: str, reps: int) -> dict:
+def compare(results: pd.DataFrame, names: PhaseNames, a: str, b: str, reps: int, engine: str = "numpy") -> dict:
+    from analysis import uncertainty
+
     available = list(results["phase"].unique())
 
     def side(raw: str) -> tuple[str, np.ndarray]:
@@ -241,10 +249,10 @@ def compare(results: pd.DataFrame, names: PhaseNames, a: str, b: str, reps: int)
         return label, values
 
     (a, va), (b, vb) = side(a), side(b)
-    poi, low, high = uncertainty.probability_of_improvement(va, vb, reps=reps)
+    poi, low, high = uncertainty.probability_of_improvement(va, vb, reps=reps, engine=engine)
     t, p = uncertainty.welch_test(va, vb)
     warnings = [f"{name} has {len(v)} seed{'s' if len(v) != 1 else ''} (< {MIN_SEEDS_COMPARE}): too few for a "
-                f"reliable comparison" for name, v in ((a, va), (b, vb)) if len(v) < MIN_SEEDS_COMPARE]
+                f"reliable comparison" for name, v in dict(((a, va), (b, vb))).items() if len(v) < MIN_SEEDS_COMPARE]
     if a == b:
         warnings.append("both sides are the same phase")
     return {"a": a, "b": b, "n_a": int(len(va)), "n_b": int(len(vb)), "mean_a": float(va.mean()),
@@ -254,11 +262,11 @@ def compare(results: pd.DataFrame, names: PhaseNames, a: str, b: str, reps: int)
 
 def build_report(results: pd.DataFrame, args, names: PhaseNames) -> dict:
     report = {"per_seed": per_seed_table(results), "per_phase": per_phase_table(results),
-              "ledger": ledger_table(results, args.threshold, args.ceiling, args.reps),
+              "ledger": ledger_table(results, args.threshold, args.ceiling, args.reps, args.bootstrap),
               "settings": {"threshold": args.threshold, "ceiling": args.ceiling, "reps": args.reps,
-                           "bootstrap": uncertainty.BACKEND}}
+                           "bootstrap": args.bootstrap}}
     if args.compare:
-        report["compare"] = compare(results, names, *args.compare, reps=args.reps)
+        report["compare"] = compare(results, names, *args.compare, reps=args.reps, engine=args.bootstrap)
     return report
 
 
@@ -331,7 +339,8 @@ def render_markdown(report: dict) -> str:
     g1 = [r["phase"] for r in report["ledger"] if r["G1"]]
     g2 = [r["phase"] for r in report["ledger"] if r["G2"]]
     parts.append(f"G1 reached by: {', '.join(g1) or 'none'}. G2 reached by: {', '.join(g2) or 'none'}. "
-                 f"CIs: stratified bootstrap over seeds, {settings['reps']} resamples ({settings['bootstrap']}).")
+                 f"95% CIs: rliable's stratified bootstrap over seeds, {settings['reps']} resamples, seeded "
+                 f"({settings['bootstrap']} engine).")
     if "compare" in report:
         c = report["compare"]
         lines = [f"## {c['a']} vs {c['b']}",
@@ -405,6 +414,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=None, metavar="DIR", help="also write per_seed.csv, per_phase.csv, ledger.csv")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="P(A > B) with CI, Welch's t-test")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (2000)")
+    p.add_argument("--bootstrap", choices=BOOTSTRAP_ENGINES, default="numpy",
+                   help="numpy: rliable's resampling draw for draw, vectorised (default); rliable: "
+                        "rliable.library itself (same numbers, slower; needs an importable rliable.library)")
     p.add_argument("--phases-dir", default=None, help=argparse.SUPPRESS)  # tests: another phases/ folder
     args = p.parse_args(argv)
     if args.reps < 1:
@@ -417,7 +429,10 @@ def main(argv=None) -> int:
     try:
         names = PhaseNames(phase_catalogue(args.phases_dir) if args.phases_dir else phase_catalogue())
         results = gather(args, names)
-        report = build_report(results, args, names)
+        try:
+            report = build_report(results, args, names)
+        except RuntimeError as e:  # --bootstrap rliable where rliable.library cannot be imported
+            raise AnalysisError(f"--bootstrap rliable: {e}") from None
         if args.out:
             try:
                 write_csvs(report, Path(args.out))

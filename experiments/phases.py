@@ -4,7 +4,7 @@ A phase file (phases/<name>.yaml, or any .yaml path given on the command line):
 
     name: z                      # optional; defaults to the file name (and must equal it inside phases/)
     description: "..."           # what changed and why, in the research log's words
-    extends: base                # parent phase; only the root (base) has none
+    extends: base                # parent phase; only base (TD-MPC2's defaults) has none
     benchmark_fair: true         # false for reward shaping or env edits
     seeds: 1-5                   # default seeds
     aliases: [phasez]            # other names results of this phase were filed under
@@ -28,6 +28,7 @@ from tdmpc_glass.config import Config, ConfigError, build_config, flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES_DIR = ROOT / "phases"
+ROOT_PHASE = "base"  # the only phase without a parent: TD-MPC2's defaults
 DEFAULT_VARIANT = "default"  # the variant name of a phase without variants (runs/<phase>/default/seed<k>)
 TOP_LEVEL_KEYS = ("name", "description", "extends", "benchmark_fair", "seeds", "aliases", "overrides", "variants")
 # phase and variant names become directory names
@@ -119,6 +120,8 @@ def read_phase(path: Path, phases_dir: Path = PHASES_DIR) -> Phase:
     if in_phases_dir and name != Path(path).stem:  # `extends` finds parents by file name
         raise PhaseError(f"{src}: name: '{name}' differs from the file name '{Path(path).stem}'")
     extends = expect("extends", (str,), "a parent phase name")
+    if extends is None and name != ROOT_PHASE:  # so every phase starts from base's explicit defaults
+        raise PhaseError(f"{src}: extends: missing; every phase but {ROOT_PHASE} names a parent (e.g. extends: base)")
     fair = data.get("benchmark_fair", True)
     if not isinstance(fair, bool):
         raise PhaseError(f"{src}: benchmark_fair: expected true or false, got {fair!r}")

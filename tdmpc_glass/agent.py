@@ -6,7 +6,7 @@ the training loop owns, which makes every draw reproducible after a resume.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import equinox as eqx
 import jax
@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from . import buffer as replay
+from . import glass as glass_lib
 from .config import Config, derive
 from .nn import MLP
 from .world_model import Policy, WorldModel, make_networks
@@ -51,12 +52,24 @@ class Hyper(NamedTuple):
     tau: float
     q_scale_tau: float
     enc_lr_scale: float
+    glass: Optional[glass_lib.GlassLossConfig] = None  # None: no Glass term in the loss
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Hyper":
         o = cfg.optim
         return cls(cfg.horizon, o.batch_size, o.rho, derive(cfg).discount, o.consistency_coef, o.reward_coef,
-                   o.value_coef, o.entropy_coef, o.tau, o.q_scale_tau, o.enc_lr_scale)
+                   o.value_coef, o.entropy_coef, o.tau, o.q_scale_tau, o.enc_lr_scale, glass_settings(cfg))
+
+
+def glass_settings(cfg: Config) -> Optional[glass_lib.GlassLossConfig]:
+    g = cfg.glass
+    if not g.enabled:
+        return None
+    return glass_lib.GlassLossConfig(
+        tau_p=g.tau_p, graph=g.graph, graph_eps=g.graph_eps, self_loops=g.self_loops, graph_grad=g.graph_grad,
+        se_objective=g.se_objective, lambda_se=g.lambda_se, lambda_bal=g.lambda_bal, balance=g.balance,
+        cluster_balance=g.cluster_balance, lambda_temp=g.lambda_temp, lambda_window=g.lambda_window,
+        window=g.window, lambda_row_entropy=g.lambda_row_entropy, active_threshold=g.active_threshold)
 
 
 def optimisers(cfg: Config):
@@ -113,8 +126,13 @@ def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.
     value_loss = (weights * value_ce.mean(2)).sum() / (h.horizon * q_logits.shape[0])
 
     total = h.consistency_coef * consistency + h.reward_coef * reward_loss + h.value_coef * value_loss
-    terms = {"consistency_loss": consistency, "reward_loss": reward_loss, "value_loss": value_loss,
-             "total_loss": total}
+    terms = {"consistency_loss": consistency, "reward_loss": reward_loss, "value_loss": value_loss}
+    if h.glass is not None and world.glass is not None:
+        # Glass acts on encoder latents of the real consecutive observations of each slice: (H+1, B, d)
+        glass_total, info = glass_lib.glass_losses(world.glass, world.encode(batch.obs), h.glass)
+        total = total + glass_total
+        terms.update({("glass_loss" if k == "total" else k): v for k, v in info.items()})
+    terms["total_loss"] = total
     return total, (latents, terms)
 
 
@@ -172,3 +190,15 @@ def run_updates(state: AgentState, first_update, num_updates: int, h: Hyper, wor
     metrics = jax.tree.map(lambda m: m.mean(), metrics)
     metrics["params_finite"] = params_finite(state)
     return state, metrics
+
+
+def kmeans_prototypes(state: AgentState, key, num_latents: int = 2048, iters: int = 20) -> AgentState:
+    """Research log 10.7: prototypes from spherical k-means of encoder latents of stored observations."""
+    buf = state.buffer
+    slots, num_envs = buf.obs.shape[:2]
+    k_rows, k_envs, k_means = jax.random.split(key, 3)
+    rows = jax.random.randint(k_rows, (num_latents,), 0, jnp.maximum(jnp.minimum(buf.count, slots), 1))
+    envs = jax.random.randint(k_envs, (num_latents,), 0, num_envs)
+    latents = state.world.encode(buf.obs[rows, envs])
+    mu = glass_lib.kmeans_init(k_means, latents, state.world.glass.mu.shape[0], iters)
+    return eqx.tree_at(lambda s: s.world.glass.mu, state, mu)

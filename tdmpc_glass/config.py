@@ -92,6 +92,34 @@ class TrainConfig:
 
 
 @dataclass
+class GlassConfig:
+    """Glass (research log section 2); every variant a switch, all off by default. See tdmpc_glass/glass.py."""
+
+    enabled: bool = False
+    num_prototypes: int = 16  # N anchors
+    num_clusters: int = 8  # K
+    num_super: int = 0  # K_super > 0: hierarchical Glass, three-level encoding-tree entropy (phase y)
+    tau_p: float = 0.2
+    graph: str = "rownorm_sym"  # rownorm_sym (the log's) | counts_sym | flow
+    graph_eps: float = 1e-6
+    self_loops: bool = True
+    graph_grad: str = "full"  # where SE gradients flow: full | prototypes | none (A stop-gradient)
+    se_objective: str = "h2"  # h2 | neg_resistance (-R = H2 - H1)
+    lambda_se: float = 1e-4
+    lambda_bal: float = 1e-3
+    balance: str = "kl"  # kl balance losses | sinkhorn (SwAV-style equipartition targets) | none
+    cluster_balance: bool = True
+    lambda_temp: float = 1e-4
+    lambda_window: float = 0.0  # window-consistency loss (10.2)
+    window: int = 4  # frames per window; at most horizon + 1 (the length of a sampled slice)
+    lambda_row_entropy: float = 0.0  # pushes rows of S to one-hot (trap 3)
+    active_threshold: Optional[float] = None  # None: half of a uniform share
+    moe_q: bool = False  # K Q-offsets in two-hot space routed by cluster membership (10.5)
+    kmeans_init: bool = False  # spherical k-means of buffer latents -> prototypes when seeding ends (10.7)
+    off_after: Optional[int] = None  # env step after which the Glass loss is off (phase o)
+
+
+@dataclass
 class Config:
     task: str = "hopper-hop"
     horizon: int = 3
@@ -99,6 +127,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    glass: GlassConfig = field(default_factory=GlassConfig)
 
 
 @dataclass(frozen=True)
@@ -168,6 +197,19 @@ def check(cfg: Config) -> None:
     if t.episode_length % d.steps_per_env_per_round:
         raise ValueError(f"train.collect_steps: {d.steps_per_env_per_round} steps per env per round must divide "
                          f"train.episode_length={t.episode_length} so rounds end on episode boundaries")
+    g = cfg.glass
+    for key, allowed in (("graph", ("rownorm_sym", "counts_sym", "flow")), ("graph_grad", ("full", "prototypes", "none")),
+                         ("se_objective", ("h2", "neg_resistance")), ("balance", ("kl", "sinkhorn", "none"))):
+        if getattr(g, key) not in allowed:
+            raise ValueError(f"glass.{key}: {getattr(g, key)!r} is not one of {', '.join(allowed)}")
+    if g.num_prototypes < 2 or g.num_clusters < 1 or g.num_super < 0:
+        raise ValueError(f"glass.num_prototypes: need N >= 2 prototypes and K >= 1 clusters, got "
+                         f"{g.num_prototypes}, {g.num_clusters}")
+    if g.lambda_window > 0 and not 1 <= g.window <= cfg.horizon + 1:
+        raise ValueError(f"glass.window: {g.window} must be in [1, horizon + 1 = {cfg.horizon + 1}] "
+                         "(windows lie inside one sampled slice)")
+    if g.tau_p <= 0:
+        raise ValueError(f"glass.tau_p: must be > 0, got {g.tau_p}")
     if d.k_update < 0:
         raise ValueError(f"train.k_update: must be >= 0, got {d.k_update}")
     if t.buffer_capacity < t.num_envs * (t.episode_length + 1):

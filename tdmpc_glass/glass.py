@@ -139,7 +139,9 @@ def stationary_distribution(P, init, iters: int = 50):
     """Stationary distribution of a row-stochastic P (N, N) by power iteration of the lazy chain (I + P)/2.
 
     The lazy chain has the same stationary distribution and is aperiodic, so a near-periodic gait cycle (P close
-    to a permutation) does not make the iteration oscillate. `init` (N,) is the starting distribution.
+    to a permutation) does not make the iteration oscillate. `init` (N,) is the starting distribution. For a nearly
+    reducible chain (components joined only by eps mass) a fixed number of steps stays close to `init`; the exact
+    stationary distribution is ill-conditioned there anyway.
     """
     def step(pi, _):
         pi = 0.5 * (pi + pi @ P)
@@ -425,20 +427,24 @@ class GlassLossConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"GlassLossConfig.{name}: {getattr(self, name)!r} is not one of {allowed}")
-        if self.window < 1:
-            raise ValueError(f"GlassLossConfig.window: must be >= 1, got {self.window}")
+        for name in ("tau_p", "contrast_tau", "sinkhorn_eps", "window"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"GlassLossConfig.{name}: must be > 0, got {getattr(self, name)!r}")
+        for name in ("graph_eps", "flow_iters", "sinkhorn_iters", "lambda_se", "lambda_bal", "lambda_temp",
+                     "lambda_window", "lambda_contrast", "lambda_row_entropy"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"GlassLossConfig.{name}: must be >= 0, got {getattr(self, name)!r}")
 
 
-def glass_losses(params: GlassParams, z_seq, cfg: GlassLossConfig = GlassLossConfig(), contact=None):
-    """All Glass terms for one seed from a batch of latent sequences.
+def glass_terms(params: GlassParams, z_seq, cfg: GlassLossConfig = GlassLossConfig(), contact=None):
+    """Unweighted Glass loss terms (with gradients) and diagnostics (without) for one seed.
 
-    params: GlassParams; z_seq: (T, B, d) latents along sampled slices (T >= 2; pairs are (z_t, z_{t+1}));
-    contact: (T, B) int/bool contact state, required when cfg.lambda_contrast > 0.
-    Returns (total, info): total = lambda_se*SE + lambda_bal*(cluster_bal + proto_bal or swap) + lambda_temp*temp
-    + lambda_window*window + lambda_contrast*contrast + lambda_row_entropy*row_entropy; info holds every
-    unweighted term ("loss_*") and the diagnostics (se, h1, resistance, se_hier when hierarchical,
-    active_prototypes, active_clusters, k_switch_rate, window_mi), all float32 scalars without gradient.
-    Terms with weight 0 are not computed (their info entry is 0) so they cost nothing in the compiled update.
+    params: GlassParams; z_seq: (T, B, d) latents along sampled slices (T >= 2; graph and temporal pairs are
+    (z_t, z_{t+1})); contact: (T, B) int/bool contact state, required when cfg.lambda_contrast > 0.
+    Returns (terms, diag), dicts of scalars. terms: loss_se, loss_cluster_bal, loss_proto_bal, loss_swap,
+    loss_temp, loss_window, loss_contrast, loss_row_entropy; a term whose weight (or switch) is off is not
+    computed and is a constant 0, so it costs nothing in the compiled update. diag (stop-gradient): se, h1,
+    resistance, se_hier (0 unless hierarchical), active_prototypes, active_clusters, k_switch_rate, window_mi.
     """
     T = z_seq.shape[0]
     if T < 2:
@@ -465,12 +471,12 @@ def glass_losses(params: GlassParams, z_seq, cfg: GlassLossConfig = GlassLossCon
     se_hier = hierarchical_structural_entropy(A, S, S_super) if S_super is not None else None
     se_main = se if se_hier is None else se_hier
     h1 = one_dim_entropy(A)
-    se_loss = se_main - h1 if cfg.se_objective == "neg_resistance" else se_main
 
-    terms = {"loss_se": se_loss}
-    terms["loss_cluster_bal"] = cluster_balance_loss(c, S) if cfg.cluster_balance else zero
-    terms["loss_proto_bal"] = prototype_balance_loss(c) if cfg.balance == "kl" else zero
-    if cfg.balance == "sinkhorn":
+    bal_on = cfg.lambda_bal > 0
+    terms = {"loss_se": se_main - h1 if cfg.se_objective == "neg_resistance" else se_main}
+    terms["loss_cluster_bal"] = cluster_balance_loss(c, S) if bal_on and cfg.cluster_balance else zero
+    terms["loss_proto_bal"] = prototype_balance_loss(c) if bal_on and cfg.balance == "kl" else zero
+    if bal_on and cfg.balance == "sinkhorn":
         n = cos.shape[-1]
         terms["loss_swap"] = swapped_prediction_loss(cos[:-1].reshape(-1, n), cos[1:].reshape(-1, n), cfg.tau_p,
                                                      cfg.sinkhorn_eps, cfg.sinkhorn_iters)
@@ -489,11 +495,6 @@ def glass_losses(params: GlassParams, z_seq, cfg: GlassLossConfig = GlassLossCon
     else:
         terms["loss_row_entropy"] = zero
 
-    total = (cfg.lambda_se * terms["loss_se"]
-             + cfg.lambda_bal * (terms["loss_cluster_bal"] + terms["loss_proto_bal"] + terms["loss_swap"])
-             + cfg.lambda_temp * terms["loss_temp"] + cfg.lambda_window * terms["loss_window"]
-             + cfg.lambda_contrast * terms["loss_contrast"] + cfg.lambda_row_entropy * terms["loss_row_entropy"])
-
     labels = jnp.argmax(S[jnp.argmax(cos, axis=-1)], axis=-1)  # k_label from the cosines already computed
     diag = {
         "se": se, "h1": h1, "resistance": h1 - se,
@@ -502,9 +503,28 @@ def glass_losses(params: GlassParams, z_seq, cfg: GlassLossConfig = GlassLossCon
         "active_clusters": active_clusters(c, S, cfg.active_threshold),
         "k_switch_rate": k_switch_rate(labels),
         "window_mi": window_consistency_loss(c, min(cfg.window, T)),
-        "total": total,
     }
-    info = {k: jax.lax.stop_gradient(v).astype(jnp.float32) for k, v in {**terms, **diag}.items()}
+    diag = {k: jax.lax.stop_gradient(v).astype(jnp.float32) for k, v in diag.items()}
+    return terms, diag
+
+
+def weighted_total(terms, cfg: GlassLossConfig):
+    """The Glass loss from `glass_terms`' terms: lambda_se*SE + lambda_bal*(cluster_bal + proto_bal + swap)
+    + lambda_temp*temp + lambda_window*window + lambda_contrast*contrast + lambda_row_entropy*row_entropy."""
+    return (cfg.lambda_se * terms["loss_se"]
+            + cfg.lambda_bal * (terms["loss_cluster_bal"] + terms["loss_proto_bal"] + terms["loss_swap"])
+            + cfg.lambda_temp * terms["loss_temp"] + cfg.lambda_window * terms["loss_window"]
+            + cfg.lambda_contrast * terms["loss_contrast"] + cfg.lambda_row_entropy * terms["loss_row_entropy"])
+
+
+def glass_losses(params: GlassParams, z_seq, cfg: GlassLossConfig = GlassLossConfig(), contact=None):
+    """Glass loss for one seed: (total, info). Arguments as `glass_terms`; total = `weighted_total(terms)`;
+    info = every unweighted term and every diagnostic plus "total", float32 scalars without gradient."""
+    terms, diag = glass_terms(params, z_seq, cfg, contact)
+    total = weighted_total(terms, cfg)
+    info = {k: jax.lax.stop_gradient(v).astype(jnp.float32) for k, v in terms.items()}
+    info.update(diag)
+    info["total"] = jax.lax.stop_gradient(total).astype(jnp.float32)
     return total, info
 
 

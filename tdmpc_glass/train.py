@@ -136,18 +136,21 @@ class Trainer:
 
         self._act = jax.jit(act, static_argnames=("eval_mode", "use_planner"))
 
-        def round_fn(states, obs, action, reward, pos, first_update, num_updates: int):
+        def round_fn(states, obs, action, reward, pos, first_update, num_updates: int, hyper: agent.Hyper,
+                     kmeans: bool):
             self.round_traces += 1
             buffers = jax.vmap(replay.add)(states.buffer, obs, action, reward, pos)
             states = eqx.tree_at(lambda s: s.buffer, states, buffers)
+            if kmeans:  # once, when seeding ends: prototypes from the exploration data (research log 10.7)
+                states = jax.vmap(lambda s: agent.kmeans_prototypes(s, agent.stream(s.key, agent.INIT, 1)))(states)
             if num_updates == 0:
                 return states, {}
-            run = lambda s: agent.run_updates(s, first_update, num_updates, self.hyper, self.world_tx,
-                                              self.policy_tx)
+            run = lambda s: agent.run_updates(s, first_update, num_updates, hyper, self.world_tx, self.policy_tx)
             return jax.vmap(run)(states)
 
         donate = (0,) if jax.default_backend() != "cpu" else ()
-        self._round_jit = jax.jit(round_fn, static_argnames=("num_updates",), donate_argnums=donate)
+        self._round_jit = jax.jit(round_fn, static_argnames=("num_updates", "hyper", "kmeans"),
+                                  donate_argnums=donate)
 
     # ---- state: fresh or resumed ---------------------------------------------------------------------------
     def _template(self):
@@ -309,10 +312,14 @@ class Trainer:
             self.counters["tick"] += 1
 
         stack = lambda rows: jnp.asarray(np.stack(rows, axis=1))  # (S, n, E, ...)
+        burst = not self.counters["burst_done"] and self.env_step >= self.d.expl_until_env_steps
         num_updates = self._updates_due()
+        glass_off = cfg.glass.off_after is not None and self.env_step >= cfg.glass.off_after
         states, metrics = self._round_jit(states, stack(rows_obs), stack(rows_action), stack(rows_reward),
                                           stack(rows_pos), jnp.int32(self.counters["updates"]),
-                                          num_updates=num_updates)
+                                          num_updates=num_updates,
+                                          hyper=self.hyper._replace(glass=None) if glass_off else self.hyper,
+                                          kmeans=burst and cfg.glass.enabled and cfg.glass.kmeans_init)
         self.counters["updates"] += num_updates
         self._last_num_updates = num_updates
         return states, prev_mean, {k: np.asarray(v) for k, v in metrics.items()}

@@ -11,6 +11,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from . import glass as glass_lib
 from . import math as tmath
 from .config import Config, derive
 from .nn import MLP, num_params
@@ -42,6 +43,9 @@ class WorldModel(eqx.Module):
     num_bins: int = eqx.field(static=True)
     vmin: float = eqx.field(static=True)
     vmax: float = eqx.field(static=True)
+    tau_p: float = eqx.field(static=True, default=0.2)
+    glass: Optional[glass_lib.GlassParams] = None  # None: Glass off (same pytree as vanilla TD-MPC2)
+    q_offsets: Optional[jax.Array] = None  # (K, num_bins) mixture-of-experts Q offsets (research log 10.5)
 
     def encode(self, obs):
         return self.encoder(obs)
@@ -58,16 +62,29 @@ class WorldModel(eqx.Module):
     def soft_ce(self, logits, target):
         return tmath.soft_ce(logits, target, self.num_bins, self.vmin, self.vmax)
 
+    def cluster_membership(self, z):
+        """Soft cluster membership sum_n c_n S_nk of latents (..., d) -> (..., K)."""
+        c = glass_lib.soft_assignment(z, self.glass.mu, self.tau_p)
+        return c @ glass_lib.cluster_matrix(self.glass.assign_logits)
+
+    def _moe_offset(self, z):
+        """MoE-Q: every head's logits move by the membership-weighted cluster offsets; zero offsets = plain Q."""
+        if self.q_offsets is None:
+            return 0.0
+        return self.cluster_membership(z) @ self.q_offsets
+
     def q_logits(self, z, a, dropout_key=None, qs: Optional[MLP] = None):
         """All heads: (num_q, ..., num_bins). `qs` swaps in other parameters (the target ensemble)."""
-        return ensemble_logits(self.qs if qs is None else qs, jnp.concatenate([z, a], -1), dropout_key)
+        return ensemble_logits(self.qs if qs is None else qs, jnp.concatenate([z, a], -1), dropout_key) \
+            + self._moe_offset(z)
 
     def q_value(self, z, a, key, reduce: str, dropout_key=None, qs: Optional[MLP] = None):
         """Decoded value (...,) of two randomly chosen heads, reduced by 'min' or 'avg' (TD-MPC2's 2-of-num_q)."""
         qs = self.qs if qs is None else qs
         num_q = qs.out.weight.shape[0]
         pair = jax.random.choice(key, num_q, (2,), replace=False)
-        values = self.decode(ensemble_logits(select_heads(qs, pair), jnp.concatenate([z, a], -1), dropout_key))
+        logits = ensemble_logits(select_heads(qs, pair), jnp.concatenate([z, a], -1), dropout_key)
+        values = self.decode(logits + self._moe_offset(z))
         return values.min(0) if reduce == "min" else values.mean(0)
 
 
@@ -94,8 +111,8 @@ class Policy(eqx.Module):
 
 
 def make_networks(cfg: Config, obs_dim: int, act_dim: int, key) -> tuple[WorldModel, Policy]:
-    m, d = cfg.model, derive(cfg)
-    k_enc, k_dyn, k_rew, k_q, k_pi = jax.random.split(key, 5)
+    m, d, g = cfg.model, derive(cfg), cfg.glass
+    k_enc, k_dyn, k_rew, k_q, k_pi, k_glass = jax.random.split(key, 6)
     enc_hidden = (d.enc_dim,) * max(d.num_enc_layers - 1, 1)
     za = d.latent_dim + act_dim
     world = WorldModel(
@@ -104,7 +121,10 @@ def make_networks(cfg: Config, obs_dim: int, act_dim: int, key) -> tuple[WorldMo
                      simnorm_dim=m.simnorm_dim),
         reward=MLP(za, (d.mlp_dim, d.mlp_dim), m.num_bins, k_rew, zero_last=True),
         qs=make_q_ensemble(za, d.mlp_dim, m.num_bins, d.num_q, m.dropout, k_q),
-        num_bins=m.num_bins, vmin=m.vmin, vmax=m.vmax,
+        num_bins=m.num_bins, vmin=m.vmin, vmax=m.vmax, tau_p=g.tau_p,
+        glass=(glass_lib.init_params(k_glass, d.latent_dim, g.num_prototypes, g.num_clusters, g.num_super,
+                                     m.simnorm_dim) if g.enabled else None),
+        q_offsets=jnp.zeros((g.num_clusters, m.num_bins)) if g.enabled and g.moe_q else None,
     )
     policy = Policy(MLP(d.latent_dim, (d.mlp_dim, d.mlp_dim), 2 * act_dim, k_pi), act_dim, m.log_std_min,
                     m.log_std_max)
@@ -118,5 +138,7 @@ def count_params(cfg: Config, obs_dim: int, act_dim: int) -> dict[str, int]:
         "encoder": num_params(world.encoder), "dynamics": num_params(world.dynamics),
         "reward": num_params(world.reward), "policy": num_params(policy), "q_ensemble": num_params(world.qs),
     }
+    if world.glass is not None:
+        counts["glass"] = num_params(world.glass) + num_params(world.q_offsets)
     counts["total"] = sum(counts.values())
     return counts

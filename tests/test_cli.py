@@ -68,6 +68,8 @@ BAD_PHASES = {
                               "bad", [], ["bad.yaml", "unknown key 'overides'", "did you mean 'overrides'"]),
     "missing parent": ({"bad": dict(name="bad", extends="nosuch", overrides={})},
                        "bad", [], ["bad.yaml", "extends", "'nosuch' does not exist"]),
+    "no parent": ({"orphan": dict(name="orphan", overrides={"horizon": 5})},
+                  "orphan", [], ["orphan.yaml: extends: missing"]),
     "cyclic extends": ({"a": dict(name="a", extends="b"), "b": dict(name="b", extends="a")},
                        "a", [], ["extends: cycle a -> b -> a"]),
     "unknown variant": ({"v": dict(name="v", extends="base", variants={"k64": {"train.k_update": 64}})},
