@@ -6,6 +6,7 @@ the training loop owns, which makes every draw reproducible after a resume.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple, Optional
 
 import equinox as eqx
@@ -65,11 +66,9 @@ def glass_settings(cfg: Config) -> Optional[glass_lib.GlassLossConfig]:
     g = cfg.glass
     if not g.enabled:
         return None
-    return glass_lib.GlassLossConfig(
-        tau_p=g.tau_p, graph=g.graph, graph_eps=g.graph_eps, self_loops=g.self_loops, graph_grad=g.graph_grad,
-        se_objective=g.se_objective, lambda_se=g.lambda_se, lambda_bal=g.lambda_bal, balance=g.balance,
-        cluster_balance=g.cluster_balance, lambda_temp=g.lambda_temp, lambda_window=g.lambda_window,
-        window=g.window, lambda_row_entropy=g.lambda_row_entropy, active_threshold=g.active_threshold)
+    # the loss settings are the GlassConfig keys of the same name (the rest: sizes, MoE-Q, k-means, off_after)
+    shared = {f.name for f in dataclasses.fields(glass_lib.GlassLossConfig)} & {f.name for f in dataclasses.fields(g)}
+    return glass_lib.GlassLossConfig(**{name: getattr(g, name) for name in shared})
 
 
 def optimisers(cfg: Config):

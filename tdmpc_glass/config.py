@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import typing
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional
 
 # size -> (enc_dim, mlp_dim, latent_dim, num_enc_layers, num_q)
 MODEL_SIZES = {
@@ -117,6 +117,59 @@ class GlassConfig:
     moe_q: bool = False  # K Q-offsets in two-hot space routed by cluster membership (10.5)
     kmeans_init: bool = False  # spherical k-means of buffer latents -> prototypes when seeding ends (10.7)
     off_after: Optional[int] = None  # env step after which the Glass loss is off (phase o)
+    lambda_contrast: float = 0.0  # phase-contrastive NT-Xent on assignments, positives by contact state (10.3)
+    contrast_tau: float = 0.1
+    cluster_input: bool = False  # soft cluster distribution as extra input to pi and Q (phase v)
+    intrinsic_coef: float = 0.0  # cluster-entropy intrinsic reward (P, Pa); never in evaluation returns
+    intrinsic_decay_until: Optional[int] = None  # env step where the coefficient has decayed linearly to 0 (Pa)
+
+
+@dataclass
+class ScheduleConfig:
+    """Training schedules of the phase ledger; all off by default (vanilla TD-MPC2). Steps are env steps."""
+
+    # executed-action noise (1c, d_v1): Gaussian std added to the acted action (then clipped to [-1, 1]),
+    # linear from start to end over the first action_noise_anneal_env_steps env steps (0: constant start)
+    action_noise_start: float = 0.0
+    action_noise_end: float = 0.0
+    action_noise_anneal_env_steps: int = 0
+    # latent action smoothing (f, h, i, j, k, l_v1, r2_gait): coef * mean ||pi(z_{t+1}) - pi(z_t)||^2 along the
+    # latent rollout, added to the policy loss from env step action_smooth_from on (j: the curriculum)
+    action_smooth_coef: float = 0.0
+    action_smooth_from: int = 0
+    # Q-reset (e, done right): re-initialise the Q heads, their targets and only their optimiser state
+    q_reset_at: List[int] = field(default_factory=list)
+    # parameter-noise basin perturbation (m, n): Gaussian noise, std = perturb_scale * RMS of each tensor
+    perturb_at: List[int] = field(default_factory=list)
+    perturb_scale: float = 0.0
+    perturb_target: str = "all"  # all | world | policy
+    # basin detection and restart (10.6): at restart_check_at, a seed whose active prototypes are below
+    # restart_min_active restarts from scratch with exploration seed + restart_seed_offset, at most restart_max times
+    restart_check_at: Optional[int] = None
+    restart_min_active: int = 4
+    restart_max: int = 3
+    restart_seed_offset: int = 100
+
+
+@dataclass
+class ShapingConfig:
+    """Reward shaping (benchmark-unfair: t, q_knee, r1_soft, r2_gait, rstack*). Shaped rewards train the agent;
+    evaluation returns are always the task's own. All zero by default."""
+
+    knee_penalty: float = 0.0
+    soft_stand_bonus: float = 0.0
+    soft_stand_decay_until: Optional[int] = None  # env step where the bonus has decayed linearly to 0
+    gait_fall_penalty: float = 0.0
+
+
+@dataclass
+class MultitaskConfig:
+    """Multi-task training (10.8): envs of one seed spread over tasks sharing one model and Glass; a task id
+    joins the observation; tasks are sampled per episode by p <- softmax(log p + eta (u* - u))."""
+
+    tasks: List[str] = field(default_factory=list)  # empty: single-task (`task`)
+    target_usage: List[float] = field(default_factory=list)  # u*; empty: uniform
+    eta: float = 0.0  # 0: fixed sampling at target_usage
 
 
 @dataclass
@@ -128,6 +181,9 @@ class Config:
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     glass: GlassConfig = field(default_factory=GlassConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    shaping: ShapingConfig = field(default_factory=ShapingConfig)
+    multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
 
 
 @dataclass(frozen=True)
@@ -271,8 +327,10 @@ def section_keys(schema=Config, prefix: str = "") -> list[str]:
 
 
 def type_name(kind) -> str:
-    """int -> 'int'; Optional[int] -> 'int or null'."""
+    """int -> 'int'; Optional[int] -> 'int or null'; List[int] -> 'list of int'."""
     args = typing.get_args(kind)
+    if typing.get_origin(kind) is list:
+        return f"list of {type_name(args[0])}"
     if args:
         names = [type_name(a) for a in args if a is not type(None)]
         return " or ".join(names + (["null"] if type(None) in args else []))

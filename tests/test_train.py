@@ -110,3 +110,22 @@ def test_no_retracing_across_rounds(tmp_path):
     assert trainer._round_jit._cache_size() == trainer.round_traces
     # acting: training planner, eval planner, eval policy prior
     assert trainer._act._cache_size() <= 3
+
+
+def test_non_finite_training_marks_the_seed_failed_and_names_the_term(tmp_path):
+    cfg = tiny_config(steps=240, eval_freq=10_000)
+    cfg.optim.lr = 1e38  # the first updates overflow the parameters
+    cfg.optim.grad_clip_norm = 1e38
+    run = tmp_path / "seed1"
+    trainer = Trainer(cfg, [1], [run], progress=False)
+    try:
+        assert trainer.run() == 1
+    finally:
+        trainer._close_pools()
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    bad = [e for e in events if e["event"] == "nonfinite"]
+    assert len(bad) == 1 and bad[0]["term"] and bad[0]["env_step"] > 0 and "update" in bad[0]
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
+    # the last good checkpoint is kept: none was written after the failure
+    steps = [int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("step_*.npz")]
+    assert all(s < bad[0]["env_step"] for s in steps)
