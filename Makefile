@@ -4,6 +4,9 @@
 #   make phase PHASE=z SEED=1-5 [VARIANT=v] [STEPS=n] [RUNS=dir]    train (SEED defaults to the phase's seeds)
 #   make describe PHASE=z [VARIANT=v]                               resolved config, parameter counts, run dirs
 #   make validate | make list | make bench | make test-slow
+#   make video RUN=runs/<phase>/<variant>/seed<k> [CHECKPOINT=latest|best|<env_step>] [POLICY=mppi|pi]
+#              [EPISODES=n] [VIDEO_SEED=s] [MAX_STEPS=n] [OUT=dir] [GRID="run run ..."]   K-labelled rollout video
+#   make dashboard [RUNS=dir] [PORT=5055] [HOST=127.0.0.1]          live dashboard of a runs root (analysis/dashboard.py)
 
 PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -17,14 +20,14 @@ RUNS_FLAG := $(if $(RUNS),--runs-root $(RUNS))
 # where the demo's runs land, for the analysis steps after it
 DEMO_RUNS := $(or $(RUNS),$(TDMPC_GLASS_RUNS),runs)
 
-.PHONY: install test test-slow phase describe validate list bench demo demo-train demo-analysis
+.PHONY: install test test-slow phase describe validate list bench demo demo-train demo-analysis video dashboard
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,analysis]'
+	$(PY) -m pip install -q -e '.[test,analysis,dashboard]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -48,6 +51,19 @@ validate: $(STAMP)
 
 list: $(STAMP)
 	$(LAUNCH) list
+
+# the live dashboard (analysis/dashboard.py); $(STAMP) installs the dashboard extra
+dashboard: $(STAMP)
+	$(PY) analysis/dashboard.py $(if $(RUNS),--runs $(RUNS)) --port $(or $(PORT),5055) $(if $(HOST),--host $(HOST))
+
+# K-labelled rollout video, CSV, K timeline and summary of a checkpoint (videos/render.py; README "Videos");
+# GRID="run run ..." tiles several runs side by side (with RUN, it comes first)
+VIDEO_FLAGS := $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(POLICY),--policy $(POLICY)) \
+	$(if $(EPISODES),--episodes $(EPISODES)) $(if $(VIDEO_SEED),--seed $(VIDEO_SEED)) \
+	$(if $(MAX_STEPS),--max-steps $(MAX_STEPS)) $(if $(OUT),--out $(OUT))
+video: $(STAMP)
+	@test -n "$(RUN)$(GRID)" || { echo "usage: make video RUN=runs/<phase>/<variant>/seed<k> [CHECKPOINT=latest|best|<env_step>] [POLICY=mppi|pi] [EPISODES=n] [VIDEO_SEED=s] [MAX_STEPS=n] [OUT=dir] [GRID=\"run ...\"]" >&2; exit 2; }
+	$(PY) videos/render.py $(if $(RUN),--run $(RUN)) $(if $(GRID),--grid $(GRID)) $(VIDEO_FLAGS)
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench --size 1 --seeds 1 2 --num-samples 128 --envs 1 4 --out bench.jsonl

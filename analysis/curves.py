@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `import analysis` work from any directory
@@ -112,6 +113,45 @@ def bootstrap_band(matrix: np.ndarray, reps: int = 1000, seed: int = 0, size: fl
     return np.where(enough, low, np.nan), np.where(enough, high, np.nan)
 
 
+@dataclass
+class CurveSummary:
+    """What a phase's curve is drawn from: the seeds aligned on env steps, their mean and its 95% band.
+
+    wide: index env_step, one column per seed; mean, low, high: (steps,); full: (steps,) bool, True where every
+    seed has a value (the mean is solid there, dashed elsewhere); low/high are NaN where fewer than two seeds.
+    """
+    wide: pd.DataFrame
+    steps: np.ndarray
+    mean: np.ndarray
+    full: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    @property
+    def n_seeds(self) -> int:
+        return int(self.wide.shape[1])
+
+
+def curve_summary(runs: list[Run], metric: str, reps: int = 1000, max_points: int = 400) -> CurveSummary | None:
+    """The mean over seeds and its 95% bootstrap band for one phase label (None without any value of metric).
+
+    Shared by plot_curves and the dashboard, so both draw the same numbers.
+    """
+    wide = seed_curves(runs, metric, max_points)
+    if wide.empty:
+        return None
+    matrix = wide.to_numpy(float).T  # (seeds, steps)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(matrix, axis=0)
+    full = (~np.isnan(matrix)).sum(axis=0) == wide.shape[1]
+    if wide.shape[1] >= 2:
+        low, high = bootstrap_band(matrix, reps=reps)
+    else:
+        low = high = np.full(len(wide), np.nan)
+    return CurveSummary(wide=wide, steps=wide.index.to_numpy(float), mean=mean, full=full, low=low, high=high)
+
+
 def reference_curves(task: str) -> dict[str, pd.Series]:
     """Published mean curves for `task` (e.g. hopper-hop): algorithm -> mean reward by env step."""
     task = task.replace("_", "-")
@@ -141,22 +181,16 @@ def plot_curves(runs_by_label: dict[str, list[Run]], metric: str = "mppi_return"
     last_step = 0.0
     drawn = 0
     for label, runs in runs_by_label.items():
-        wide = seed_curves(runs, metric, max_points)
-        if wide.empty:
+        summary = curve_summary(runs, metric, reps, max_points)
+        if summary is None:
             continue
         drawn += 1
         colour = phase_color(label)
-        steps = wide.index.to_numpy(float)
+        wide, steps, mean, full, n_seeds = summary.wide, summary.steps, summary.mean, summary.full, summary.n_seeds
         last_step = max(last_step, steps.max())
         for seed in wide.columns:
             one = wide[seed].dropna()
             ax.plot(one.index, one.to_numpy(), color=colour, alpha=0.28, linewidth=0.9)
-        matrix = wide.to_numpy(float).T  # (seeds, steps)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(matrix, axis=0)
-        n_seeds = wide.shape[1]
-        full = (~np.isnan(matrix)).sum(axis=0) == n_seeds
         ax.plot(steps, np.where(full, mean, np.nan), color=colour, linewidth=2.2, label=f"{label} (n={n_seeds})",
                 gid=f"{label}:mean")
         partial = ~full
@@ -165,9 +199,8 @@ def plot_curves(runs_by_label: dict[str, list[Run]], metric: str = "mppi_return"
         if (~full).any():
             ax.plot(steps, np.where(partial, mean, np.nan), color=colour, linewidth=1.4, linestyle="--",
                     gid=f"{label}:partial")
-        if wide.shape[1] >= 2:
-            low, high = bootstrap_band(matrix, reps=reps)
-            ax.fill_between(steps, low, high, color=colour, alpha=0.18, linewidth=0)
+        if n_seeds >= 2:
+            ax.fill_between(steps, summary.low, summary.high, color=colour, alpha=0.18, linewidth=0)
     if drawn == 0:
         plt.close(fig)
         raise AnalysisError(f"no values of '{metric}' in the selected runs")

@@ -1,13 +1,15 @@
-"""The common launcher: python -m experiments.launch {run, describe, list, validate} ...
+"""The common launcher: python -m experiments.launch {run, sweep, describe, list, validate} ...
 
   run PHASE [--seeds 1-5] [--variant V] [--steps N] [--runs-root DIR] [--set key=value ...] [--no-progress]
+  sweep PHASE [--seeds 1-5] [--variant V] [--backend local|ray] [--address ADDR] [--num-gpus G] [--num-cpus C]
+        [--seeds-per-task N] [--max-retries R] [--steps N] [--runs-root DIR] [--set key=value ...]
   describe PHASE [--variant V] [--seeds S] [--steps N] [--set key=value ...] [--runs-root DIR] [--json]
   list
   validate [--all | PHASE ... | FILE.yaml ...]
 
-PHASE is a name (phases/NAME.yaml) or a path to a .yaml file. Runs go to <runs_root>/<phase>/<variant>/seed<k>
-(runs root: --runs-root, else $TDMPC_GLASS_RUNS, else ./runs). Every error prints one line `error: ...` to
-stderr and exits 2, before anything is written.
+PHASE is a name (phases/NAME.yaml), an alias, or a path to a .yaml file. Runs go to
+<runs_root>/<phase>/<variant>/seed<k> (runs root: --runs-root, else $TDMPC_GLASS_RUNS, else ./runs). Every
+error prints one line `error: ...` to stderr and exits 2, before anything is written.
 """
 from __future__ import annotations
 
@@ -25,12 +27,11 @@ from experiments.phases import (
     PhaseError, Resolved, all_phase_files, format_seeds, parse_seeds, read_phase,
     resolve_variants,
 )
-from tdmpc_glass.config import ConfigError, config_from_dict, flatten, parse_override, to_dict
+from tdmpc_glass.config import Config, ConfigError, config_from_dict, flatten, parse_override, to_dict
 
 RUNS_ENV = "TDMPC_GLASS_RUNS"
 CONFIG_FILE = "config.yaml"
 EXTENDABLE_KEYS = ("train.steps",)  # may differ from an existing run's config.yaml: raising it extends the run
-INTERRUPTED = (130, 143)  # train's exit codes after SIGINT / SIGTERM: stop, do not start the next variant
 
 
 class LaunchError(ValueError):
@@ -97,7 +98,7 @@ def first_difference(new: dict, old: dict, ignore=EXTENDABLE_KEYS) -> str | None
     return None
 
 
-def check_run_dir(path: Path, resolved: Resolved, seed: int) -> None:
+def check_run_dir(path: Path, cfg: Config, seed: int) -> None:
     """A run dir may be new, or resumed / extended with the same config; never reused for another one."""
     config_file = path / CONFIG_FILE
     if path.exists() and not path.is_dir():
@@ -119,7 +120,7 @@ def check_run_dir(path: Path, resolved: Resolved, seed: int) -> None:
                           f"move it away or use another --runs-root") from None
     if old_seed != seed:
         raise LaunchError(f"{config_file}: holds seed {old_seed!r}, expected {seed}")
-    diff = first_difference(to_dict(resolved.cfg), to_dict(old_cfg))
+    diff = first_difference(to_dict(cfg), to_dict(old_cfg))
     if diff:
         raise LaunchError(f"{config_file} holds a different config: {diff} (only train.steps may change to "
                           f"resume a run; use another --runs-root or phase variant)")
@@ -147,33 +148,45 @@ def enable_compilation_cache() -> None:
 
 # ---- commands -------------------------------------------------------------------------------------------------
 
+def check_run_dirs(plans: list[Resolved], seeds: list[int], root: Path) -> None:
+    """Every run dir of every variant, before anything is written."""
+    for resolved in plans:
+        for seed in seeds:
+            check_run_dir(run_dir(root, resolved.phase.dir_name, resolved.variant, seed), resolved.cfg, seed)
+
+
 def cmd_run(args) -> int:
+    from experiments.sweep import exit_code, make_jobs, run_local
+
     plans, seeds = resolve_command(args)
     root = runs_root(args.runs_root)
-    for resolved in plans:  # check every run dir of every variant before writing anything
-        for seed in seeds:
-            check_run_dir(run_dir(root, resolved.phase.name, resolved.variant, seed), resolved, seed)
+    check_run_dirs(plans, seeds, root)
+    # variants one after another; the seeds of a variant vmapped in one process
+    return exit_code(run_local(make_jobs(plans, seeds, root, progress=not args.no_progress)))
 
-    from tdmpc_glass.checkpoint import CheckpointError
-    from tdmpc_glass.train import train
 
-    enable_compilation_cache()
-    exit_code = 0
-    for resolved in plans:  # variants one after another; the seeds of a variant vmapped in one process
-        dirs = [run_dir(root, resolved.phase.name, resolved.variant, seed) for seed in seeds]
-        for seed, path in zip(seeds, dirs):
-            path.mkdir(parents=True, exist_ok=True)
-            write_atomic(path / CONFIG_FILE, yaml.safe_dump(run_record(resolved, seed), sort_keys=False))
-        print(f"{resolved.phase.name}/{resolved.variant}: seeds {format_seeds(seeds)} -> {dirs[0].parent}",
-              file=sys.stderr)
-        try:
-            code = train(resolved.cfg, seeds, dirs, progress=not args.no_progress)
-        except CheckpointError as e:  # a damaged or foreign checkpoint found while resuming
-            raise LaunchError(str(e)) from None
-        if code in INTERRUPTED:
-            return code
-        exit_code = exit_code or code
-    return exit_code
+def cmd_sweep(args) -> int:
+    from experiments import sweep
+
+    plans, seeds = resolve_command(args)
+    if args.seeds_per_task is not None and args.seeds_per_task < 1:
+        raise LaunchError(f"--seeds-per-task: must be >= 1, got {args.seeds_per_task}")
+    if args.backend == "local" and (args.address or args.num_gpus is not None):
+        raise LaunchError("--address and --num-gpus belong to --backend ray")
+    for flag, value in (("--num-gpus", args.num_gpus), ("--num-cpus", args.num_cpus), ("--max-retries", args.max_retries)):
+        if value is not None and value < 0:
+            raise LaunchError(f"{flag}: must be >= 0, got {value:g}")
+    root = runs_root(args.runs_root)
+    check_run_dirs(plans, seeds, root)
+    jobs = sweep.make_jobs(plans, seeds, root, args.seeds_per_task)
+    if args.backend == "ray":
+        outcomes = sweep.run_ray(jobs, address=args.address, num_gpus=args.num_gpus, num_cpus=args.num_cpus,
+                                 max_retries=args.max_retries)
+    else:
+        outcomes = sweep.run_local(jobs)
+    print(f"sweep {plans[0].phase.name} ({args.backend}), runs in {root / plans[0].phase.dir_name}:")
+    print(sweep.summary(outcomes))
+    return sweep.exit_code(outcomes)
 
 
 def describe_record(resolved: Resolved, seeds: list[int], root: Path) -> dict:
@@ -187,7 +200,7 @@ def describe_record(resolved: Resolved, seeds: list[int], root: Path) -> dict:
         "benchmark_fair": phase.benchmark_fair, "task": resolved.cfg.task, "obs_dim": obs_dim, "act_dim": act_dim,
         "config": to_dict(resolved.cfg),
         "num_params": {k: int(v) for k, v in count_params(resolved.cfg, obs_dim, act_dim).items()},
-        "run_dirs": [str(run_dir(root, phase.name, resolved.variant, s)) for s in seeds],
+        "run_dirs": [str(run_dir(root, phase.dir_name, resolved.variant, s)) for s in seeds],
     }
 
 
@@ -240,6 +253,7 @@ def cmd_validate(args) -> int:
     targets = [str(p) for p in all_phase_files()] if args.all else args.phases
     failed = 0
     owners: dict[str, str] = {}  # phase name or alias -> file, so results merge under one canonical name
+    folded: dict[str, str] = {}  # file stem and runs dir, case-folded -> file: distinct on every disk
     for target in targets:
         try:
             plans = resolve_variants(target)
@@ -250,6 +264,10 @@ def cmd_validate(args) -> int:
                 if owners.setdefault(name, phase.source) != phase.source:
                     raise LaunchError(f"{phase.source}: '{name}' (name or alias) is also a name or alias of "
                                       f"{owners[name]}: results would merge under two phases")
+            for what, name in (("file name", phase.path.stem), ("runs directory", phase.dir_name)):
+                if folded.setdefault(name.lower(), phase.source) != phase.source:
+                    raise LaunchError(f"{phase.source}: {what} '{name}' equals that of {folded[name.lower()]} "
+                                      f"on a case-insensitive disk; name the file <name>_<tag>.yaml")
             print(f"ok  {phase.source}  ({', '.join(r.variant for r in plans)})")
         except (PhaseError, ConfigError, LaunchError) as e:
             print(f"error: {e}", file=sys.stderr)
@@ -281,6 +299,22 @@ def build_parser() -> argparse.ArgumentParser:
     phase_arguments(describe)
     describe.add_argument("--json", action="store_true", help="one JSON object per variant, one per line")
     describe.set_defaults(func=cmd_describe)
+
+    sweep = commands.add_parser("sweep", help="train every (variant, seed group) of a phase, locally or on Ray; "
+                                              "print a summary table")
+    phase_arguments(sweep)
+    sweep.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="local: one after another in this process (default); ray: one Ray task each")
+    sweep.add_argument("--address", default=None,
+                       help="Ray cluster to join: HEAD:6379 or auto (default: start Ray here)")
+    sweep.add_argument("--num-gpus", type=float, default=None,
+                       help="GPUs per Ray task (default: 1 if the cluster has GPUs, else 0; fractions share a GPU)")
+    sweep.add_argument("--num-cpus", type=float, default=1, help="CPUs per Ray task (default 1)")
+    sweep.add_argument("--max-retries", type=int, default=3,
+                       help="Ray retries of a task whose worker died; a retry resumes from the last checkpoint")
+    sweep.add_argument("--seeds-per-task", type=int, default=None,
+                       help="seeds per job, vmapped in one process (default: all seeds of a variant in one job)")
+    sweep.set_defaults(func=cmd_sweep)
 
     commands.add_parser("list", help="phases with parents, fairness, seeds, variants").set_defaults(func=cmd_list)
 

@@ -14,10 +14,20 @@ A phase file (phases/<name>.yaml, or any .yaml path given on the command line):
 Resolution order: the root ancestor's overrides, then each descendant's down to the phase, then the variant's,
 then the command line's. Variants are not inherited. A parent is looked up next to the child file first,
 then in phases/. Every error is a PhaseError whose one-line message names the file and the key.
+
+File names. Inside phases/ a phase's file is <name>.yaml. Phase names are case-sensitive (the log has both
+`p` and `P`), but file names must not collide on a case-insensitive disk, so a phase whose name differs from
+another's only in case lives in <name>_<tag>.yaml and says `name: <name>` (P is phases/P_intrinsic.yaml).
+Lookups by name read the folder's listing, never the disk's case folding; its runs go under
+<runs>/<file stem>/ (config.yaml records the canonical name). On the command line a phase may also be named
+by one of its aliases (`phasep` is p). A phase that claims benchmark_fair: true while its resolved config
+shapes the reward (any non-zero shaping.* key) is refused.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +65,12 @@ class Phase:
     def source(self) -> str:
         return display_path(self.path)
 
+    @property
+    def dir_name(self) -> str:
+        """The runs directory of the phase: its name, or the file stem for a <name>_<tag>.yaml in phases/."""
+        stem = self.path.stem
+        return stem if stem != self.name and stem.startswith(self.name + "_") else self.name
+
     def variant_names(self) -> list[str]:
         return list(self.variants) or [DEFAULT_VARIANT]
 
@@ -76,17 +92,58 @@ def is_phase_file(arg: str) -> bool:
     return arg.endswith((".yaml", ".yml"))
 
 
+def _yaml_files(folder: Path) -> dict[str, Path]:
+    """File stem -> path of the .yaml files in a folder, from its listing: exact case, even on a disk that
+    folds case (where phases/P.yaml would otherwise open p.yaml)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return {}
+    return {n[: -len(".yaml")]: Path(folder) / n for n in sorted(names) if n.endswith(".yaml")}
+
+
+def _declared(path: Path) -> dict:
+    """The name and aliases a phase file declares, read leniently (a broken file declares nothing)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def phase_file(name: str, folder: Path) -> Path | None:
+    """The file of phase `name` in a folder: <name>.yaml, else a <name>_<tag>.yaml declaring that name."""
+    files = _yaml_files(folder)
+    if name in files:
+        return files[name]
+    for stem, path in files.items():
+        if stem.startswith(name + "_") and str(_declared(path).get("name")) == name:
+            return path
+    return None
+
+
+def _by_alias(alias: str, folder: Path) -> Path | None:
+    owners = [path for path in _yaml_files(folder).values()
+              if alias in [str(a) for a in (_declared(path).get("aliases") or []) if isinstance(a, (str, int))]]
+    return owners[0] if len(owners) == 1 else None
+
+
+def known_names(folder: Path) -> list[str]:
+    return sorted({*_yaml_files(folder), *(str(_declared(p).get("name") or p.stem) for p in _yaml_files(folder).values())})
+
+
 def find_phase(name_or_path: str, phases_dir: Path = PHASES_DIR) -> Path:
-    """The file of a phase given by name (phases/<name>.yaml) or by a path to a .yaml file."""
+    """The file of a phase given by name, by alias, or by a path to a .yaml file."""
     if is_phase_file(name_or_path):
         path = Path(name_or_path)
         if not path.is_file():
             raise PhaseError(f"phase file {name_or_path} does not exist")
         return path
-    path = phases_dir / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = [p.stem for p in phases_dir.glob("*.yaml")]
-        raise PhaseError(f"unknown phase '{name_or_path}': no {display_path(path)}{_did_you_mean(name_or_path, known)}")
+    path = phase_file(name_or_path, phases_dir) or _by_alias(name_or_path, phases_dir)
+    if path is None:
+        missing = display_path(phases_dir / f"{name_or_path}.yaml")
+        raise PhaseError(f"unknown phase '{name_or_path}': no {missing}"
+                         f"{_did_you_mean(name_or_path, known_names(phases_dir))}")
     return path
 
 
@@ -117,8 +174,10 @@ def read_phase(path: Path, phases_dir: Path = PHASES_DIR) -> Phase:
     if not _NAME.match(name):
         raise PhaseError(f"{src}: name: {name!r} is not a valid phase name (letters, digits, _ . -)")
     in_phases_dir = Path(path).resolve().parent == phases_dir.resolve()
-    if in_phases_dir and name != Path(path).stem:  # `extends` finds parents by file name
-        raise PhaseError(f"{src}: name: '{name}' differs from the file name '{Path(path).stem}'")
+    stem = Path(path).stem
+    if in_phases_dir and name != stem and not stem.startswith(name + "_"):  # `extends` finds parents by file name
+        raise PhaseError(f"{src}: name: '{name}' differs from the file name '{stem}' (a file in phases/ is "
+                         f"<name>.yaml, or <name>_<tag>.yaml when another name differs from it only in case)")
     extends = expect("extends", (str,), "a parent phase name")
     if extends is None and name != ROOT_PHASE:  # so every phase starts from base's explicit defaults
         raise PhaseError(f"{src}: extends: missing; every phase but {ROOT_PHASE} names a parent (e.g. extends: base)")
@@ -162,10 +221,10 @@ def lineage(name_or_path: str, phases_dir: Path = PHASES_DIR) -> list[Phase]:
 
 def _parent_path(phase: Phase, phases_dir: Path) -> Path:
     for folder in (phase.path.parent, phases_dir):
-        candidate = folder / f"{phase.extends}.yaml"
-        if candidate.is_file():
+        candidate = phase_file(phase.extends, folder)
+        if candidate is not None:
             return candidate
-    known = [p.stem for p in phases_dir.glob("*.yaml")] + [p.stem for p in phase.path.parent.glob("*.yaml")]
+    known = known_names(phases_dir) + known_names(phase.path.parent)
     raise PhaseError(f"{phase.source}: extends: parent phase '{phase.extends}' does not exist"
                      f"{_did_you_mean(phase.extends, set(known))}")
 
@@ -212,7 +271,26 @@ def resolve(name_or_path: str, variant: str | None = None, cli_overrides: dict |
         cfg = build_config(layers)
     except ConfigError as e:
         raise PhaseError(str(e)) from None
-    return Resolved(variant or DEFAULT_VARIANT, chain[-1], cfg, layers)
+    resolved = Resolved(variant or DEFAULT_VARIANT, chain[-1], cfg, layers)
+    check_fairness(resolved)
+    return resolved
+
+
+def shaping_keys(cfg: Config) -> dict:
+    """The shaping.* keys of a config that are set (non-zero, non-null): reward shaping, benchmark-unfair."""
+    return {f"shaping.{k}": v for k, v in flatten(dataclasses.asdict(cfg.shaping)).items() if v}
+
+
+def check_fairness(resolved: Resolved) -> None:
+    """A phase that shapes the reward cannot claim benchmark_fair: true (its runs would count for G1/G2)."""
+    phase = resolved.phase
+    shaped = shaping_keys(resolved.cfg)
+    if phase.benchmark_fair and shaped:
+        key, value = next(iter(shaped.items()))
+        where = resolved.source_of(key)
+        variant = "" if resolved.variant == DEFAULT_VARIANT else f" (variant {resolved.variant})"
+        raise PhaseError(f"{phase.source}: benchmark_fair: true, but {key} is {value!r}{variant}, set by {where}: "
+                         f"reward shaping is benchmark-unfair; set benchmark_fair: false")
 
 
 def resolve_variants(name_or_path: str, variant: str | None = None, cli_overrides: dict | None = None,

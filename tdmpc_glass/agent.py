@@ -16,6 +16,7 @@ import optax
 
 from . import buffer as replay
 from . import glass as glass_lib
+from . import schedules
 from .config import Config, derive
 from .nn import MLP
 from .world_model import Policy, WorldModel, make_networks
@@ -68,13 +69,30 @@ def glass_settings(cfg: Config) -> Optional[glass_lib.GlassLossConfig]:
         return None
     # the loss settings are the GlassConfig keys of the same name (the rest: sizes, MoE-Q, k-means, off_after)
     shared = {f.name for f in dataclasses.fields(glass_lib.GlassLossConfig)} & {f.name for f in dataclasses.fields(g)}
-    return glass_lib.GlassLossConfig(**{name: getattr(g, name) for name in shared})
+    settings = {name: getattr(g, name) for name in shared}
+    if g.lambda_contrast > 0:  # contact labels come from the touch readings of the stored observations (10.3)
+        from .envs.dmc import touch_indices
+
+        settings["contact_index"] = touch_indices(cfg.task)
+    settings["intrinsic"] = g.intrinsic_coef > 0
+    return glass_lib.GlassLossConfig(**settings)
+
+
+def intrinsic_coefficient(cfg: Config, env_step: int) -> Optional[float]:
+    """The intrinsic-reward coefficient of the updates run at `env_step`, or None when the update has no
+    intrinsic reward (Glass off, or glass.intrinsic_coef == 0). The trainer passes it traced into the round."""
+    g = cfg.glass
+    if not (g.enabled and g.intrinsic_coef > 0):
+        return None
+    return glass_lib.intrinsic_coefficient(g.intrinsic_coef, g.intrinsic_decay_until, env_step)
 
 
 def optimisers(cfg: Config):
     """Model Adam (encoder lr scaled in `update`) and the policy's own Adam (eps 1e-5), both grad-clipped."""
     o = cfg.optim
-    world_tx = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), optax.adam(o.lr))
+    # with Q-resets scheduled the Q heads get their own Adam state and step count (schedules.split_q_adam)
+    world_adam = schedules.split_q_adam(o.lr) if cfg.schedule.q_reset_at else optax.adam(o.lr)
+    world_tx = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), world_adam)
     policy_tx = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), optax.adam(o.lr, eps=o.pi_eps))
     return world_tx, policy_tx
 
@@ -98,16 +116,35 @@ def _rho_weights(n: int, rho: float):
     return rho ** jnp.arange(n, dtype=jnp.float32)
 
 
-def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.Batch, key, h: Hyper):
-    """TD-MPC2's model loss. batch.obs (H+1, B, obs_dim). Returns (loss, (latents (H+1, B, d), terms))."""
+def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.Batch, key, h: Hyper,
+               intrinsic_coef=None):
+    """TD-MPC2's model loss. batch.obs (H+1, B, obs_dim). Returns (loss, (latents (H+1, B, d), terms)).
+
+    intrinsic_coef: traced scalar, used only when h.glass.intrinsic (phases P / Pa): the reward targets of this
+    update (reward loss AND TD targets, so the planner's predicted rewards and its terminal Q stay one objective)
+    become r + intrinsic_coef * H(c(z_{t+1}) @ S), with z_{t+1} the stop-gradient online latent of the stored
+    o_{t+1}. Computed here from the current Glass parameters, never written into the buffer.
+    """
     k_target_pi, k_target_q, k_dropout = jax.random.split(key, 3)
     weights = _rho_weights(h.horizon, h.rho)
 
     # Targets: the ONLINE encoder on o_{t+1} (stop-gradient) and TD targets from two random target heads.
     next_z = jax.lax.stop_gradient(world.encode(batch.obs[1:]))
-    next_action = policy(next_z, k_target_pi)[0]
+    reward, intrinsic_terms = batch.reward, {}
+    if h.glass is not None and h.glass.intrinsic and world.glass is not None:
+        if intrinsic_coef is None:
+            raise ValueError("world_loss: glass.intrinsic_coef > 0 needs the round's intrinsic_coef "
+                             "(agent.intrinsic_coefficient(cfg, env_step))")
+        params = jax.lax.stop_gradient(world.glass)
+        bonus = intrinsic_coef * glass_lib.cluster_entropy(next_z, params.mu,
+                                                          glass_lib.cluster_matrix(params.assign_logits),
+                                                          world.tau_p)  # (H, B)
+        reward = reward + bonus
+        intrinsic_terms = {"intrinsic_reward": bonus.mean(), "intrinsic_coef": jnp.asarray(intrinsic_coef,
+                                                                                          jnp.float32)}
+    next_action = policy(world.policy_input(next_z), k_target_pi)[0]
     td_target = jax.lax.stop_gradient(
-        batch.reward + h.discount * world.q_value(next_z, next_action, k_target_q, "min", qs=target_qs))
+        reward + h.discount * world.q_value(next_z, next_action, k_target_q, "min", qs=target_qs))
 
     def rollout(z, action):
         z = world.next(z, action)
@@ -119,52 +156,65 @@ def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.
     consistency = (weights * jnp.square(predicted - next_z).mean(axis=(1, 2))).sum() / h.horizon
 
     q_logits = world.q_logits(latents[:-1], batch.action, dropout_key=k_dropout)  # (num_q, H, B, bins)
-    reward_ce = world.soft_ce(world.reward_logits(latents[:-1], batch.action), batch.reward)  # (H, B)
+    reward_ce = world.soft_ce(world.reward_logits(latents[:-1], batch.action), reward)  # (H, B)
     value_ce = world.soft_ce(q_logits, td_target[None])  # (num_q, H, B)
     reward_loss = (weights * reward_ce.mean(1)).sum() / h.horizon
     value_loss = (weights * value_ce.mean(2)).sum() / (h.horizon * q_logits.shape[0])
 
     total = h.consistency_coef * consistency + h.reward_coef * reward_loss + h.value_coef * value_loss
-    terms = {"consistency_loss": consistency, "reward_loss": reward_loss, "value_loss": value_loss}
+    terms = {"consistency_loss": consistency, "reward_loss": reward_loss, "value_loss": value_loss,
+             **intrinsic_terms}
     if h.glass is not None and world.glass is not None:
         # Glass acts on encoder latents of the real consecutive observations of each slice: (H+1, B, d)
-        glass_total, info = glass_lib.glass_losses(world.glass, world.encode(batch.obs), h.glass)
+        contact = (glass_lib.contact_labels(batch.obs, h.glass.contact_index, h.glass.contact_threshold)
+                   if h.glass.lambda_contrast > 0 else None)  # (H+1, B) contact-pattern ids (10.3)
+        glass_total, info = glass_lib.glass_losses(world.glass, world.encode(batch.obs), h.glass, contact)
         total = total + glass_total
         terms.update({("glass_loss" if k == "total" else k): v for k, v in info.items()})
     terms["total_loss"] = total
     return total, (latents, terms)
 
 
-def policy_loss(policy: Policy, world: WorldModel, latents, q_scale, key, h: Hyper):
-    """Policy loss on detached latents (H+1, B, d) with the Q heads frozen. Returns (loss, new q_scale)."""
+def policy_loss(policy: Policy, world: WorldModel, latents, q_scale, key, h: Hyper, smooth_coef=None):
+    """Policy loss on detached latents (H+1, B, d) with the Q heads frozen. Returns (loss, (new q_scale, terms)).
+
+    smooth_coef: None, or a traced scalar c adding c * schedules.action_smooth_loss of the mean actions along
+    the latents (latent action smoothing, schedule.action_smooth_*)."""
     k_pi, k_q, k_dropout = jax.random.split(key, 3)
-    action, _, scaled_entropy = policy(latents, k_pi)
     frozen = jax.lax.stop_gradient(world)
+    action, mean_action, scaled_entropy = policy(frozen.policy_input(latents), k_pi)
     q = frozen.q_value(latents, action, k_q, "avg", dropout_key=k_dropout)  # (H+1, B)
     p5, p95 = jnp.percentile(jax.lax.stop_gradient(q[0]), jnp.array([5.0, 95.0]))
     new_scale = q_scale + h.q_scale_tau * (jnp.maximum(1.0, p95 - p5) - q_scale)
     per_step = -(h.entropy_coef * scaled_entropy + q / jax.lax.stop_gradient(new_scale)).mean(1)
-    return (per_step * _rho_weights(latents.shape[0], h.rho)).mean(), new_scale
+    loss, terms = (per_step * _rho_weights(latents.shape[0], h.rho)).mean(), {}
+    if smooth_coef is not None:
+        smooth = schedules.action_smooth_loss(mean_action)
+        loss = loss + smooth_coef * smooth
+        terms = {"action_smooth_loss": smooth, "action_smooth_coef": jnp.asarray(smooth_coef, jnp.float32)}
+    return loss, (new_scale, terms)
 
 
-def update(state: AgentState, batch: replay.Batch, key, h: Hyper, world_tx, policy_tx):
-    """One TD-MPC2 update: model step, policy step, Polyak target. Returns (state, metrics dict of scalars)."""
+def update(state: AgentState, batch: replay.Batch, key, h: Hyper, world_tx, policy_tx, intrinsic_coef=None,
+           smooth_coef=None):
+    """One TD-MPC2 update: model step, policy step, Polyak target. Returns (state, metrics dict of scalars).
+    intrinsic_coef: see world_loss (None unless Glass's intrinsic reward is on); smooth_coef: see policy_loss."""
     k_world, k_policy = jax.random.split(key)
     (_, (latents, terms)), grads = eqx.filter_value_and_grad(world_loss, has_aux=True)(
-        state.world, state.policy, state.target_qs, batch, k_world, h)
+        state.world, state.policy, state.target_qs, batch, k_world, h, intrinsic_coef)
     updates, world_opt = world_tx.update(grads, state.world_opt, eqx.filter(state.world, eqx.is_array))
     # Encoder learning-rate scale: Adam's step is linear in lr, so scaling its update equals a smaller lr.
     updates = eqx.tree_at(lambda u: u.encoder, updates,
                           jax.tree.map(lambda u: h.enc_lr_scale * u, updates.encoder))
     world = eqx.apply_updates(state.world, updates)
 
-    (pi_loss, q_scale), pi_grads = eqx.filter_value_and_grad(policy_loss, has_aux=True)(
-        state.policy, world, jax.lax.stop_gradient(latents), state.q_scale, k_policy, h)
+    (pi_loss, (q_scale, pi_terms)), pi_grads = eqx.filter_value_and_grad(policy_loss, has_aux=True)(
+        state.policy, world, jax.lax.stop_gradient(latents), state.q_scale, k_policy, h, smooth_coef)
     pi_updates, policy_opt = policy_tx.update(pi_grads, state.policy_opt, eqx.filter(state.policy, eqx.is_array))
     policy = eqx.apply_updates(state.policy, pi_updates)
 
     target_qs = jax.tree.map(lambda t, o: t + h.tau * (o - t), state.target_qs, world.qs)
-    metrics = dict(terms, pi_loss=pi_loss, grad_norm=optax.tree.norm(grads),
+    metrics = dict(terms, **pi_terms, pi_loss=pi_loss, grad_norm=optax.tree.norm(grads),
                    pi_grad_norm=optax.tree.norm(pi_grads), q_scale=q_scale)
     new_state = eqx.tree_at(
         lambda s: (s.world, s.policy, s.target_qs, s.world_opt, s.policy_opt, s.q_scale), state,
@@ -177,13 +227,16 @@ def params_finite(state: AgentState):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def run_updates(state: AgentState, first_update, num_updates: int, h: Hyper, world_tx, policy_tx):
-    """`num_updates` updates in one lax.scan; metrics are means over them (NaN if any update was NaN)."""
+def run_updates(state: AgentState, first_update, num_updates: int, h: Hyper, world_tx, policy_tx,
+                intrinsic_coef=None, smooth_coef=None):
+    """`num_updates` updates in one lax.scan; metrics are means over them (NaN if any update was NaN).
+    intrinsic_coef, smooth_coef: traced scalars or None (see world_loss, policy_loss); the same for every
+    update of the round."""
     def body(state, update_index):
         key = stream(state.key, UPDATE, update_index)
         k_sample, k_update = jax.random.split(key)
         batch = replay.sample(state.buffer, k_sample, h.batch_size, h.horizon)
-        return update(state, batch, k_update, h, world_tx, policy_tx)
+        return update(state, batch, k_update, h, world_tx, policy_tx, intrinsic_coef, smooth_coef)
 
     state, metrics = jax.lax.scan(body, state, first_update + jnp.arange(num_updates))
     metrics = jax.tree.map(lambda m: m.mean(), metrics)

@@ -89,6 +89,7 @@ class TrainConfig:
     log_freq: int = 5_000  # env steps between train.csv rows
     checkpoint_freq: int = 50_000  # env steps; rounded up to the next episode end
     num_workers: Optional[int] = None  # env worker processes; None: one per CPU core, 0: in-process
+    video_at_eval: bool = False  # a K-labelled MPPI video per seed at every evaluation, in <run>/videos/
 
 
 @dataclass
@@ -170,6 +171,7 @@ class MultitaskConfig:
     tasks: List[str] = field(default_factory=list)  # empty: single-task (`task`)
     target_usage: List[float] = field(default_factory=list)  # u*; empty: uniform
     eta: float = 0.0  # 0: fixed sampling at target_usage
+    usage_rate: float = 0.1  # u: exponential moving average of each episode's task shares, at this rate
 
 
 @dataclass
@@ -266,6 +268,8 @@ def check(cfg: Config) -> None:
                          "(windows lie inside one sampled slice)")
     if g.tau_p <= 0:
         raise ValueError(f"glass.tau_p: must be > 0, got {g.tau_p}")
+    _check_glass_variants(cfg)
+    _check_schedules(cfg)
     if d.k_update < 0:
         raise ValueError(f"train.k_update: must be >= 0, got {d.k_update}")
     if t.buffer_capacity < t.num_envs * (t.episode_length + 1):
@@ -280,6 +284,102 @@ def check(cfg: Config) -> None:
         raise ValueError(f"planner.min_std: need 0 < min_std <= max_std, got {p.min_std}, {p.max_std}")
     if cfg.optim.batch_size < 1:
         raise ValueError(f"optim.batch_size: must be >= 1, got {cfg.optim.batch_size}")
+
+
+def _check_glass_variants(cfg: Config) -> None:
+    """Phase-contrastive (10.3), cluster input (v) and intrinsic reward (P, Pa) keys. With glass.enabled false
+    every glass.* setting is inert (the model is vanilla), so only the ranges are checked then."""
+    g = cfg.glass
+    for key in ("lambda_contrast", "intrinsic_coef"):
+        if getattr(g, key) < 0:
+            raise ValueError(f"glass.{key}: must be >= 0, got {getattr(g, key)}")
+    if g.contrast_tau <= 0:
+        raise ValueError(f"glass.contrast_tau: must be > 0, got {g.contrast_tau}")
+    if g.intrinsic_decay_until is not None and g.intrinsic_decay_until < 1:
+        raise ValueError(f"glass.intrinsic_decay_until: must be null or >= 1 env step, got {g.intrinsic_decay_until}")
+    if g.enabled and g.lambda_contrast > 0:
+        from .envs.dmc import touch_indices, validate_task  # loads dm_control: only when the key is used
+
+        tasks = [cfg.task] + [t for t in cfg.multitask.tasks if t != cfg.task]
+        indices = {}
+        for task in tasks:
+            try:
+                validate_task(task)
+            except ValueError as e:
+                raise ValueError(f"task: {e}") from None
+            indices[task] = touch_indices(task)
+            if not indices[task]:
+                raise ValueError(f"glass.lambda_contrast: task {task!r} has no touch sensors to label contact "
+                                 "states (the phase-contrastive loss needs them; e.g. hopper-hop has toe and heel)")
+        if len(set(indices.values())) > 1:
+            raise ValueError(f"glass.lambda_contrast: the tasks' touch readings sit at different observation "
+                             f"indices {indices}")
+
+
+def _check_schedules(cfg: Config) -> None:
+    """schedule.*, shaping.* and multitask.* (see tdmpc_glass/schedules.py, envs/shaping.py, multitask.py)."""
+    s, sh, mt = cfg.schedule, cfg.shaping, cfg.multitask
+    for key in ("action_noise_start", "action_noise_end", "action_noise_anneal_env_steps", "action_smooth_coef",
+                "action_smooth_from", "perturb_scale", "restart_max"):
+        if getattr(s, key) < 0:
+            raise ValueError(f"schedule.{key}: must be >= 0, got {getattr(s, key)}")
+    for key in ("q_reset_at", "perturb_at"):
+        if any(step < 0 for step in getattr(s, key)):
+            raise ValueError(f"schedule.{key}: env steps must be >= 0, got {getattr(s, key)}")
+    if s.perturb_at and s.perturb_scale <= 0:
+        raise ValueError("schedule.perturb_scale: must be > 0 when schedule.perturb_at is set")
+    if s.perturb_target not in ("all", "world", "policy"):
+        raise ValueError(f"schedule.perturb_target: {s.perturb_target!r} is not one of all, world, policy")
+    if s.restart_check_at is not None:
+        if s.restart_check_at < 1:
+            raise ValueError(f"schedule.restart_check_at: must be null or >= 1 env step, got {s.restart_check_at}")
+        if not cfg.glass.enabled:
+            raise ValueError("schedule.restart_check_at: basin restart reads Glass's active_prototypes; "
+                             "it needs glass.enabled: true")
+        if s.restart_seed_offset < 1:
+            raise ValueError(f"schedule.restart_seed_offset: must be >= 1 (a restart needs a new seed), "
+                             f"got {s.restart_seed_offset}")
+    for key in ("knee_penalty", "soft_stand_bonus", "gait_fall_penalty"):
+        if getattr(sh, key) < 0:
+            raise ValueError(f"shaping.{key}: must be >= 0 (a magnitude; the sign is the term's), "
+                             f"got {getattr(sh, key)}")
+    if sh.soft_stand_decay_until is not None and sh.soft_stand_decay_until < 1:
+        raise ValueError(f"shaping.soft_stand_decay_until: must be null or >= 1 env step, "
+                         f"got {sh.soft_stand_decay_until}")
+    tasks = list(mt.tasks) or [cfg.task]
+    if sh.knee_penalty or sh.soft_stand_bonus or sh.gait_fall_penalty:
+        other = [task for task in tasks if task.split("-", 1)[0] != "hopper"]
+        if other:
+            key = next(k for k in ("knee_penalty", "soft_stand_bonus", "gait_fall_penalty") if getattr(sh, k))
+            raise ValueError(f"shaping.{key}: the shaping terms are defined for the hopper only, "
+                             f"not for task {other[0]!r}")
+    if mt.tasks:
+        if len(set(mt.tasks)) != len(mt.tasks) or len(mt.tasks) < 2:
+            raise ValueError(f"multitask.tasks: need at least two distinct tasks, got {mt.tasks}")
+        if cfg.task not in mt.tasks:
+            raise ValueError(f"task: {cfg.task!r} (the evaluation task) must be one of multitask.tasks {mt.tasks}")
+        if mt.target_usage and (len(mt.target_usage) != len(mt.tasks) or min(mt.target_usage) < 0
+                                or sum(mt.target_usage) <= 0):
+            raise ValueError(f"multitask.target_usage: need {len(mt.tasks)} non-negative shares with a positive "
+                             f"sum (one per task), got {mt.target_usage}")
+        if mt.eta < 0:
+            raise ValueError(f"multitask.eta: must be >= 0, got {mt.eta}")
+        if not 0 < mt.usage_rate <= 1:
+            raise ValueError(f"multitask.usage_rate: must be in (0, 1], got {mt.usage_rate}")
+        from .envs.dmc import task_spec, validate_task  # loads dm_control: only when the key is used
+
+        specs = {}
+        for task in mt.tasks:
+            try:
+                validate_task(task)
+            except ValueError as e:
+                raise ValueError(f"multitask.tasks: {e}") from None
+            specs[task] = task_spec(task)
+        if len(set(specs.values())) > 1:
+            raise ValueError(f"multitask.tasks: the tasks need the same (obs_dim, act_dim), got {specs}")
+    elif mt.target_usage or mt.eta:
+        raise ValueError("multitask.target_usage: set only with multitask.tasks (empty: single-task)"
+                         if mt.target_usage else "multitask.eta: set only with multitask.tasks")
 
 
 def to_dict(cfg: Config) -> dict:

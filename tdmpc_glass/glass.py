@@ -26,6 +26,7 @@ a leaf's own cut is d_i (as in the formula above).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional
 
 import equinox as eqx
@@ -122,6 +123,46 @@ def nearest_anchor(z, mu):
 def k_label(z, mu, S):
     """Cluster id of latents: argmax_k S[argmax_n cos(z, mu_n), k]. (..., d) x (N, d) x (N, K) -> int32 (...)."""
     return jnp.argmax(S[nearest_anchor(z, mu)], axis=-1).astype(jnp.int32)
+
+
+# ----------------------------------------------------------------------------------------------- contact labels
+# A touch sensor reports log1p(normal force in N) (dm_control hopper: toe and heel). A foot is "in contact" when
+# its force exceeds 1 N. In contact the hopper's readings are >= ~1.7 (force >= ~4.7 N) and 0 otherwise, so any
+# threshold between 0 and 1.7 gives the same labels there; 1 N is stated, not tuned.
+CONTACT_THRESHOLD = float(math.log1p(1.0))
+
+
+def contact_labels(obs, index: tuple, threshold: float = CONTACT_THRESHOLD):
+    """Contact-pattern id of flattened observations (..., obs_dim) -> int32 (...) (research log 10.3).
+
+    index: positions of the touch readings inside the flattened observation (envs.dmc.touch_indices). Sensor j
+    contributes bit j when obs[..., index[j]] > threshold, so the id is in [0, 2^len(index)): for the hopper
+    0 = airborne, 1 = toe only, 2 = heel only, 3 = both. Two frames are positives for the phase-contrastive
+    loss when their ids are equal.
+    """
+    if not index:
+        raise ValueError("contact_labels: no touch-sensor indices (the task has no `touch` observation)")
+    touch = obs[..., jnp.asarray(index)]
+    bits = (touch > threshold).astype(jnp.int32)
+    return jnp.sum(bits * (2 ** jnp.arange(len(index), dtype=jnp.int32)), axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------- intrinsic reward
+def cluster_entropy(z, mu, S, tau_p: float = 0.2):
+    """Entropy (nats) of the soft cluster distribution c(z) @ S of latents (..., d) -> (...); in [0, log K].
+
+    The intrinsic reward of phases P / Pa is intrinsic_coef * cluster_entropy(z_{t+1}) (see agent.world_loss):
+    high where the model cannot tell which behavioural cluster the reached state belongs to.
+    """
+    return entropy(cluster_membership(soft_assignment(z, mu, tau_p), S))
+
+
+def intrinsic_coefficient(coef: float, decay_until, env_step):
+    """Coefficient of the intrinsic reward at `env_step`: `coef` constant (decay_until None), or decaying
+    linearly from `coef` at env step 0 to 0 at `decay_until` and 0 afterwards (phase Pa: 0.1 -> 0)."""
+    if decay_until is None:
+        return float(coef)
+    return float(coef) * max(0.0, 1.0 - float(env_step) / float(decay_until))
 
 
 # ----------------------------------------------------------------------------------------------- graph
@@ -398,6 +439,11 @@ class GlassLossConfig:
         Sinkhorn targets replaces the prototype-balance term) or "none". cluster_balance toggles the cluster term.
     window: frames per window for the window-consistency loss and the window-MI diagnostic (clamped to T for the
         diagnostic when lambda_window == 0; with lambda_window > 0 a window longer than T is an error).
+    contact_index, contact_threshold: where the touch readings sit in the flattened observation and the threshold
+        that binarises them (`contact_labels`); the update derives the contact labels for lambda_contrast from the
+        observations of the sampled slices with them. Empty when lambda_contrast == 0.
+    intrinsic: whether the update adds the cluster-entropy intrinsic reward to its reward targets; its coefficient
+        is a traced argument of the update (it decays with env step), not a setting here.
     """
 
     tau_p: float = 0.2
@@ -420,6 +466,9 @@ class GlassLossConfig:
     contrast_tau: float = 0.1
     lambda_row_entropy: float = 0.0
     active_threshold: Optional[float] = None
+    contact_index: tuple = ()
+    contact_threshold: float = CONTACT_THRESHOLD
+    intrinsic: bool = False
 
     def __post_init__(self):
         choices = {"graph": GRAPH_KINDS, "graph_grad": ("full", "prototypes", "none"),

@@ -44,7 +44,7 @@ def trajectory_values(world: WorldModel, policy: Policy, z, actions, key, discou
         z = world.next(z, actions[t])
         weight = weight * discount
     key_pi, key_q = jax.random.split(key)
-    final_action = policy(z, key_pi)[0]
+    final_action = policy(world.policy_input(z), key_pi)[0]
     value = ret + weight * world.q_value(z, final_action, key_q, "avg")
     return jnp.nan_to_num(value, nan=0.0)
 
@@ -54,7 +54,7 @@ def policy_trajectories(world: WorldModel, policy: Policy, z, key, s: PlanSettin
     z = jnp.broadcast_to(z, (s.num_pi_trajs, z.shape[-1]))
     actions = []
     for t, k in enumerate(jax.random.split(key, s.horizon)):
-        actions.append(policy(z, k)[0])
+        actions.append(policy(world.policy_input(z), k)[0])
         if t < s.horizon - 1:
             z = world.next(z, actions[-1])
     return jnp.stack(actions)
@@ -110,6 +110,6 @@ def plan_batch(world, policy, obs, prev_mean, keys, s: PlanSettings, eval_mode: 
 def policy_act_batch(policy, world, obs, keys, eval_mode: bool):
     """Act with the policy prior alone: the mean action in eval mode, a sample otherwise. (S, E, A)."""
     def act(w, p, o, k):
-        z = w.encode(o)
-        return p.mean_action(z) if eval_mode else p(z, k)[0]
+        x = w.policy_input(w.encode(o))
+        return p.mean_action(x) if eval_mode else p(x, k)[0]
     return jax.vmap(jax.vmap(act, in_axes=(None, None, 0, 0)))(world, policy, obs, keys)

@@ -46,6 +46,7 @@ class WorldModel(eqx.Module):
     tau_p: float = eqx.field(static=True, default=0.2)
     glass: Optional[glass_lib.GlassParams] = None  # None: Glass off (same pytree as vanilla TD-MPC2)
     q_offsets: Optional[jax.Array] = None  # (K, num_bins) mixture-of-experts Q offsets (research log 10.5)
+    cluster_input: bool = eqx.field(static=True, default=False)  # phase v: c(z) @ S joins the pi and Q inputs
 
     def encode(self, obs):
         return self.encoder(obs)
@@ -67,15 +68,36 @@ class WorldModel(eqx.Module):
         c = glass_lib.soft_assignment(z, self.glass.mu, self.tau_p)
         return c @ glass_lib.cluster_matrix(self.glass.assign_logits)
 
+    def cluster_features(self, z):
+        """Phase v: stop_gradient(c(z) @ S) (..., K) appended to the inputs of the policy prior and the Q heads.
+
+        Stop-gradient: the value and policy losses do not move the prototypes, the cluster matrix or the encoder
+        through this input; the partition is trained by the Glass loss alone. The log's phase v was falsified by
+        "representation drift" (the inputs of pi and Q move as Glass re-partitions); letting the TD and policy
+        losses also drag mu and S would only add a second, unregularised source of drift.
+        """
+        return jax.lax.stop_gradient(self.cluster_membership(z))
+
+    def policy_input(self, z):
+        """What the policy prior reads: z (..., d), or [z, cluster features] (..., d + K) with cluster_input."""
+        return jnp.concatenate([z, self.cluster_features(z)], -1) if self.cluster_input else z
+
+    def _q_input(self, z, a):
+        parts = [z, a, self.cluster_features(z)] if self.cluster_input else [z, a]
+        return jnp.concatenate(parts, -1)
+
     def _moe_offset(self, z):
-        """MoE-Q: every head's logits move by the membership-weighted cluster offsets; zero offsets = plain Q."""
+        """MoE-Q: every head's logits move by the membership-weighted cluster offsets; zero offsets = plain Q.
+
+        The router is Glass's partition, read through `cluster_features` (stop-gradient): the value loss trains
+        the offsets and the heads, never mu, S or the encoder through the routing weights."""
         if self.q_offsets is None:
             return 0.0
-        return self.cluster_membership(z) @ self.q_offsets
+        return self.cluster_features(z) @ self.q_offsets
 
     def q_logits(self, z, a, dropout_key=None, qs: Optional[MLP] = None):
         """All heads: (num_q, ..., num_bins). `qs` swaps in other parameters (the target ensemble)."""
-        return ensemble_logits(self.qs if qs is None else qs, jnp.concatenate([z, a], -1), dropout_key) \
+        return ensemble_logits(self.qs if qs is None else qs, self._q_input(z, a), dropout_key) \
             + self._moe_offset(z)
 
     def q_value(self, z, a, key, reduce: str, dropout_key=None, qs: Optional[MLP] = None):
@@ -83,12 +105,15 @@ class WorldModel(eqx.Module):
         qs = self.qs if qs is None else qs
         num_q = qs.out.weight.shape[0]
         pair = jax.random.choice(key, num_q, (2,), replace=False)
-        logits = ensemble_logits(select_heads(qs, pair), jnp.concatenate([z, a], -1), dropout_key)
+        logits = ensemble_logits(select_heads(qs, pair), self._q_input(z, a), dropout_key)
         values = self.decode(logits + self._moe_offset(z))
         return values.min(0) if reduce == "min" else values.mean(0)
 
 
 class Policy(eqx.Module):
+    """The policy prior. Its input is `world.policy_input(z)`: the latent itself, or with glass.cluster_input the
+    latent and its cluster features (..., d + K); every caller (TD targets, policy loss, planner) goes through it."""
+
     mlp: MLP
     act_dim: int = eqx.field(static=True)
     log_std_min: float = eqx.field(static=True)
@@ -115,18 +140,20 @@ def make_networks(cfg: Config, obs_dim: int, act_dim: int, key) -> tuple[WorldMo
     k_enc, k_dyn, k_rew, k_q, k_pi, k_glass = jax.random.split(key, 6)
     enc_hidden = (d.enc_dim,) * max(d.num_enc_layers - 1, 1)
     za = d.latent_dim + act_dim
+    extra = g.num_clusters if g.enabled and g.cluster_input else 0  # phase v: cluster features for pi and Q
     world = WorldModel(
         encoder=MLP(obs_dim, enc_hidden, d.latent_dim, k_enc, out_activation="simnorm", simnorm_dim=m.simnorm_dim),
         dynamics=MLP(za, (d.mlp_dim, d.mlp_dim), d.latent_dim, k_dyn, out_activation="simnorm",
                      simnorm_dim=m.simnorm_dim),
         reward=MLP(za, (d.mlp_dim, d.mlp_dim), m.num_bins, k_rew, zero_last=True),
-        qs=make_q_ensemble(za, d.mlp_dim, m.num_bins, d.num_q, m.dropout, k_q),
+        qs=make_q_ensemble(za + extra, d.mlp_dim, m.num_bins, d.num_q, m.dropout, k_q),
         num_bins=m.num_bins, vmin=m.vmin, vmax=m.vmax, tau_p=g.tau_p,
         glass=(glass_lib.init_params(k_glass, d.latent_dim, g.num_prototypes, g.num_clusters, g.num_super,
                                      m.simnorm_dim) if g.enabled else None),
         q_offsets=jnp.zeros((g.num_clusters, m.num_bins)) if g.enabled and g.moe_q else None,
+        cluster_input=bool(extra),
     )
-    policy = Policy(MLP(d.latent_dim, (d.mlp_dim, d.mlp_dim), 2 * act_dim, k_pi), act_dim, m.log_std_min,
+    policy = Policy(MLP(d.latent_dim + extra, (d.mlp_dim, d.mlp_dim), 2 * act_dim, k_pi), act_dim, m.log_std_min,
                     m.log_std_max)
     return world, policy
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from experiments import launch
-from experiments.phases import PHASES_DIR, resolve
+from experiments.phases import PHASES_DIR, read_phase, resolve
 from tdmpc_glass.config import to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,9 +208,15 @@ def test_describe_text_shows_config_task_parameters_and_run_dirs():
 def test_list_prints_every_phase():
     result = cli("list")
     assert result.returncode == 0, result.stderr
-    names = [line.split()[0] for line in result.stdout.splitlines()[1:]]
-    assert names == sorted((p.stem for p in PHASES_DIR.glob("*.yaml")), key=str.lower)
-    assert {"base", "z", "demo"} <= set(names)
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert rows[0] == ["phase", "extends", "fair", "seeds", "variants", "description"]
+    names = [row[0] for row in rows[1:]]
+    # canonical names (phases/P_intrinsic.yaml holds phase P), in the order of the file names
+    assert names == [read_phase(p).name for p in sorted(PHASES_DIR.glob("*.yaml"), key=lambda p: p.stem.lower())]
+    assert {"base", "z", "demo", "p", "P"} <= set(names)
+    aa = next(row for row in rows if row[0] == "aa")
+    assert aa[1:5] == ["z", "yes", "1-3", "k64,k128,k256"]
+    assert next(row for row in rows if row[0] == "t")[2] == "NO"
 
 
 def test_validate_all_passes():

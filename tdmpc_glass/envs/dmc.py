@@ -100,24 +100,53 @@ def task_spec(task: str) -> tuple[int, int]:
     return obs_dim, act_dim
 
 
+@functools.lru_cache(maxsize=None)
+def touch_indices(task: str) -> tuple[int, ...]:
+    """Positions of the `touch` readings inside the flattened observation (flatten_observation's order), from
+    the task's observation spec; () for a task without touch sensors. hopper-*: (13, 14) (toe, heel)."""
+    env = load(task)
+    start, index = 0, ()
+    for name, spec in env.observation_spec().items():
+        size = int(np.prod(spec.shape, dtype=np.int64))
+        if name == "touch":
+            index = tuple(range(start, start + size))
+        start += size
+    env.close()
+    return index
+
+
 # ----------------------------------------------------------------------------------------- envs of one chunk
 class EnvChunk:
     """`num_envs` envs of one task stepped one after the other in the current process.
 
     A pool holds one chunk in-process (num_workers=0) or one per worker process; both run this same code, so
     both give bit-identical results for the same seeds and actions.
+
+    Multi-task (`task` a sequence of names with equal specs): every env slot holds one env per task and
+    `reset(seeds, task_ids)` picks the task of each slot for the episode. shaping=True: `step` also returns
+    the hopper's shaping terms (n, 3) summed over the repeats (envs/shaping.py).
     """
 
-    def __init__(self, task: str, num_envs: int, action_repeat: int, first_index: int = 0):
-        self.envs = [load(task, seed=first_index + i) for i in range(num_envs)]
+    def __init__(self, task, num_envs: int, action_repeat: int, first_index: int = 0, shaping: bool = False):
+        tasks = (task,) if isinstance(task, str) else tuple(task)
+        self.task_envs = [[load(name, seed=first_index + i) for i in range(num_envs)] for name in tasks]
+        self.envs = list(self.task_envs[0])
         self.action_repeat = int(action_repeat)
+        self.shaping = None
+        if shaping:
+            from .shaping import HopperTerms
+
+            self.shaping = HopperTerms(self.envs[0].physics) if self.envs else None
         spec = self.envs[0].action_spec() if self.envs else None
         self.low = None if spec is None else np.asarray(spec.minimum, np.float64)
         self.high = None if spec is None else np.asarray(spec.maximum, np.float64)
         self.has_touch = bool(self.envs) and "touch" in self.envs[0].observation_spec()
 
-    def reset(self, seeds: np.ndarray) -> np.ndarray:
-        """seeds (n,) ints -> obs (n, obs_dim) float32; each env reset as a pure function of its seed."""
+    def reset(self, seeds: np.ndarray, task_ids=None) -> np.ndarray:
+        """seeds (n,) ints -> obs (n, obs_dim) float32; each env reset as a pure function of its seed.
+        task_ids (n,) ints (multi-task): the task of each env for this episode; None keeps the current ones."""
+        if task_ids is not None:
+            self.envs = [self.task_envs[int(k)][i] for i, k in enumerate(task_ids)]
         obs = []
         for env, seed in zip(self.envs, seeds):
             env.task.random.seed(int(seed) % 2**32)  # in place: the task holds this very RandomState
@@ -126,19 +155,24 @@ class EnvChunk:
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """actions (n, act_dim) -> (obs (n, obs_dim) float32, reward (n,) float32 summed over the repeats)."""
-        obs, rewards = [], []
+        obs, rewards, terms = [], [], []
         for env, action in zip(self.envs, actions):
             action = np.clip(np.asarray(action, np.float64).reshape(self.low.shape), self.low, self.high)
-            total = 0.0
+            total, shaping = 0.0, 0.0
             for _ in range(self.action_repeat):
                 timestep = env.step(action)
                 total += timestep.reward or 0.0
+                if self.shaping is not None:
+                    shaping = shaping + self.shaping(env.physics)
                 if timestep.last():
                     # Only tasks with a termination condition get here (the lqr ones). The caller owns
                     # episodes: keep stepping the physics instead of letting dm_control reset on the next step.
                     env._reset_next_step = False
             obs.append(flatten_observation(timestep.observation))
             rewards.append(total)
+            terms.append(shaping)
+        if self.shaping is not None:
+            return np.stack(obs), np.asarray(rewards, np.float32), np.stack(terms).astype(np.float32)
         return np.stack(obs), np.asarray(rewards, np.float32)
 
     def physics_states(self) -> np.ndarray:
@@ -153,9 +187,10 @@ class EnvChunk:
                          for env in self.envs])
 
     def close(self) -> None:
-        for env in self.envs:
-            env.close()
-        self.envs = []
+        for envs in self.task_envs:
+            for env in envs:
+                env.close()
+        self.envs, self.task_envs = [], []
 
 
 # ------------------------------------------------------------------------------------------------- the pool
@@ -170,16 +205,31 @@ class EnvPool:
       step(actions (N, act_dim))     -> (obs (N, obs_dim) float32, reward (N,) float32)
       step_async(actions); step_wait() -> the same as step, so device work can overlap env stepping
       physics_states() -> (N, nq + nv) float64;  touch() -> (N, k) float32 (k = 0 without a touch sensor)
-    Arrays are stacked in env order. A worker that dies raises RuntimeError naming the worker and the task.
+    Arrays are stacked in env order.
+
+    Multi-task: `task` a list of names with one obs/act spec; `reset(seeds, task_ids)` picks each env's task
+    per episode (ids index the list; default all 0); `self.task` is the first. shaping=True: after each step,
+    `shaping_terms` (N, 3) holds the hopper's shaping terms of that step (envs/shaping.py); else it is None. A worker that dies raises RuntimeError naming the worker and the task.
     Like any 'spawn' user, a script that starts worker pools needs an `if __name__ == "__main__":` guard.
     """
 
-    def __init__(self, task: str, num_envs: int, action_repeat: int = 2, num_workers: int | None = None):
+    def __init__(self, task, num_envs: int, action_repeat: int = 2, num_workers: int | None = None,
+                 shaping: bool = False):
         self._closed = True  # until construction succeeds; close() and __del__ then have nothing to do
         self._local: EnvChunk | None = None
         self._procs: list = []
         self._conns: list = []
-        validate_task(task)
+        self.tasks = (task,) if isinstance(task, str) else tuple(task)
+        if not self.tasks:
+            raise ValueError("EnvPool: no task given")
+        for name in self.tasks:
+            validate_task(name)
+        specs = {name: task_spec(name) for name in self.tasks}
+        if len(set(specs.values())) > 1:
+            raise ValueError(f"EnvPool: the tasks of one pool need the same (obs_dim, act_dim), got {specs}")
+        self.shaping = bool(shaping)
+        self.shaping_terms = None
+        task = self.tasks[0] if len(self.tasks) == 1 else self.tasks
         for name, value, low in (("num_envs", num_envs, 1), ("action_repeat", action_repeat, 1)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"EnvPool: {name} must be an integer >= {low}, got {value!r}")
@@ -187,18 +237,18 @@ class EnvPool:
             num_workers = min(_usable_cpus(), int(num_envs))
         if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
             raise ValueError(f"EnvPool: num_workers must be None or an integer >= 0, got {num_workers!r}")
-        self.task = task
+        self.task = self.tasks[0]
         self.num_envs = int(num_envs)
         self.action_repeat = int(action_repeat)
         self.num_workers = min(int(num_workers), self.num_envs)
-        self.obs_dim, self.act_dim = task_spec(task)
+        self.obs_dim, self.act_dim = specs[self.task]
         self._pending = False  # a step_async waits for its step_wait
         self._was_reset = False
         self._async_result = None
         # contiguous chunks of env indices, the first ones one env larger when N does not divide evenly
         self._chunks = [c for c in np.array_split(np.arange(self.num_envs), max(self.num_workers, 1))]
         if self.num_workers == 0:
-            self._local = EnvChunk(task, self.num_envs, self.action_repeat)
+            self._local = EnvChunk(task, self.num_envs, self.action_repeat, shaping=self.shaping)
             self._closed = False
             return
         from . import worker
@@ -208,8 +258,9 @@ class EnvPool:
         try:
             for i, chunk in enumerate(self._chunks):
                 parent_end, child_end = ctx.Pipe(duplex=True)
-                proc = ctx.Process(target=worker.run, name=f"envpool-{task}-{i}", daemon=True,
-                                   args=(child_end, task, len(chunk), self.action_repeat, int(chunk[0])))
+                proc = ctx.Process(target=worker.run, name=f"envpool-{self.task}-{i}", daemon=True,
+                                   args=(child_end, task, len(chunk), self.action_repeat, int(chunk[0]),
+                                         self.shaping))
                 proc.start()
                 child_end.close()  # the worker holds the only other end: its death shows up as EOF here
                 self._procs.append(proc)
@@ -217,7 +268,8 @@ class EnvPool:
             for i in range(self.num_workers):  # every worker answers once its envs are built
                 spec = tuple(self._receive(i))
                 if spec != (self.obs_dim, self.act_dim):
-                    raise RuntimeError(f"env worker {i} ({task}): spec {spec} != {(self.obs_dim, self.act_dim)}")
+                    raise RuntimeError(f"env worker {i} ({self.task}): spec {spec} != "
+                                       f"{(self.obs_dim, self.act_dim)}")
         except BaseException:
             self.close()
             raise
@@ -277,8 +329,9 @@ class EnvPool:
         return self._receive_all()
 
     # -- public
-    def reset(self, episode_seeds) -> np.ndarray:
-        """episode_seeds (N,) ints, one per env -> first observations (N, obs_dim) float32."""
+    def reset(self, episode_seeds, task_ids=None) -> np.ndarray:
+        """episode_seeds (N,) ints, one per env -> first observations (N, obs_dim) float32.
+        task_ids (N,) ints < len(tasks): each env's task for this episode (multi-task pools; None keeps them)."""
         self._check_open()
         if self._pending:
             raise RuntimeError("EnvPool.reset: a step_async is still waiting for its step_wait")
@@ -288,10 +341,17 @@ class EnvPool:
         if not np.issubdtype(seeds.dtype, np.integer):
             raise ValueError(f"EnvPool.reset: episode seeds must be integers, got dtype {seeds.dtype}")
         seeds = seeds.astype(np.int64)
+        if task_ids is not None:
+            task_ids = np.asarray(task_ids).astype(np.int64)
+            if task_ids.shape != (self.num_envs,) or task_ids.min() < 0 or task_ids.max() >= len(self.tasks):
+                raise ValueError(f"EnvPool.reset: task_ids must be ({self.num_envs},) ints in "
+                                 f"[0, {len(self.tasks)}), got {task_ids!r}")
         if self._local is not None:
-            obs = self._local.reset(seeds)
-        else:
+            obs = self._local.reset(seeds, task_ids)
+        elif task_ids is None:
             obs = np.concatenate(self._broadcast("reset", [seeds[c] for c in self._chunks]))
+        else:
+            obs = np.concatenate(self._broadcast("reset", [(seeds[c], task_ids[c]) for c in self._chunks]))
         self._was_reset = True
         return obs
 
@@ -324,9 +384,12 @@ class EnvPool:
         self._pending = False
         if self._local is not None:
             result, self._async_result = self._async_result, None
-            return result
-        results = self._receive_all()
-        return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+        else:
+            results = self._receive_all()
+            result = tuple(np.concatenate([r[j] for r in results]) for j in range(len(results[0])))
+        if self.shaping:
+            self.shaping_terms = result[2]
+        return result[0], result[1]
 
     def step(self, actions) -> tuple[np.ndarray, np.ndarray]:
         """One agent step of every env: step_async(actions) then step_wait()."""

@@ -12,7 +12,8 @@ import signal
 import traceback
 
 
-def run(conn, task: str, num_envs: int, action_repeat: int, first_index: int) -> None:
+def run(conn, task, num_envs: int, action_repeat: int, first_index: int, shaping: bool = False) -> None:
+    """task: a name, or a tuple of names (multi-task chunk; reset payloads are then (seeds, task_ids))."""
     # Ctrl-C reaches the whole process group; the parent decides what happens (the trainer finishes its
     # episode and checkpoints, which needs the envs alive). SIGTERM still ends a worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -21,13 +22,13 @@ def run(conn, task: str, num_envs: int, action_repeat: int, first_index: int) ->
     from .dmc import EnvChunk, task_spec
 
     try:
-        chunk = EnvChunk(task, num_envs, action_repeat, first_index)
-        conn.send(("ok", task_spec(task)))
+        chunk = EnvChunk(task, num_envs, action_repeat, first_index, shaping)
+        conn.send(("ok", task_spec(task if isinstance(task, str) else task[0])))
     except Exception as e:
         _send_error(conn, e)
         conn.close()
         return
-    commands = {"reset": chunk.reset, "step": chunk.step,
+    commands = {"reset": lambda p: chunk.reset(*p) if isinstance(p, tuple) else chunk.reset(p), "step": chunk.step,
                 "physics_states": lambda _: chunk.physics_states(), "touch": lambda _: chunk.touch()}
     try:
         while True:

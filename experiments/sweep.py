@@ -1,0 +1,223 @@
+"""Sweep backends: every (variant, seed group) of a phase is one job, run in this process or as a Ray task.
+
+A job is plain data (the run record of each seed, with its fully resolved config, and the absolute run
+dirs), so a worker needs the package but not the phase files. Both backends call the same training entry,
+`run_job`: check each run dir, write its config.yaml, then `tdmpc_glass.train.train` for the job's seeds
+vmapped in one process; train resumes unfinished seeds from their last checkpoint and skips finished ones,
+so re-running a sweep, or Ray retrying a task whose worker died, picks up where it stopped.
+
+- local: the jobs one after another in this process, on the devices it sees (what `run` does).
+- ray: each job a Ray task (`num_gpus`, `num_cpus` per task, `max_retries` on worker crashes) on the cluster
+  at `address` ('auto' or HEAD:6379), else on a Ray started here (ray.init(num_cpus=..., no dashboard)).
+  Workers get the repository on PYTHONPATH and this process's JAX/XLA/MuJoCo environment; the repository
+  and its venv must sit at the same path on every machine, and the runs root on a shared file system
+  (each worker writes its run dirs where it runs).
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from experiments.phases import ROOT, Resolved, format_seeds
+
+INTERRUPTED = (130, 143)  # train's exit codes after SIGINT / SIGTERM: stop, do not start the next job
+# environment passed to Ray workers (plus PYTHONPATH): JAX and XLA settings, headless GL, our own variables
+PASSED_ENV_PREFIXES = ("JAX_", "XLA_", "TF_CPP_", "MUJOCO_", "PYOPENGL_", "TDMPC_GLASS_")
+NOT_RUN = -1  # exit code shown for a job that never started (an earlier one was interrupted)
+
+
+@dataclass
+class Job:
+    """One (variant, seed group): trained by one call of `train` (its seeds vmapped in one process)."""
+
+    phase: str
+    variant: str
+    seeds: list[int]
+    run_dirs: list[str]  # absolute, so a worker with another working directory writes the same place
+    records: list[dict]  # config.yaml of each seed (launch.run_record)
+    progress: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.phase}/{self.variant} seeds {format_seeds(self.seeds)}"
+
+
+@dataclass
+class Outcome:
+    job: Job
+    code: int
+    note: str = field(default="")
+
+
+def make_jobs(plans: list[Resolved], seeds: list[int], root: Path, seeds_per_task: int | None = None,
+              progress: bool = False) -> list[Job]:
+    """One job per variant and group of `seeds_per_task` seeds (default: all seeds in one group)."""
+    from experiments.launch import run_dir, run_record
+
+    size = seeds_per_task or len(seeds)
+    groups = [seeds[i:i + size] for i in range(0, len(seeds), size)]
+    jobs = []
+    for resolved in plans:
+        for group in groups:
+            dirs = [str(run_dir(root, resolved.phase.dir_name, resolved.variant, s).absolute()) for s in group]
+            jobs.append(Job(resolved.phase.name, resolved.variant, list(group), dirs,
+                            [run_record(resolved, s) for s in group], progress))
+    return jobs
+
+
+def run_job(job: Job) -> int:
+    """The training entry of both backends: check the run dirs, write config.yaml, train. Raises LaunchError."""
+    import yaml
+
+    from experiments import launch
+    from tdmpc_glass.checkpoint import CheckpointError
+    from tdmpc_glass.config import config_from_dict
+
+    cfg = config_from_dict(job.records[0]["config"], source=f"{job.phase}/{job.variant}")
+    dirs = [Path(d) for d in job.run_dirs]
+    for seed, path in zip(job.seeds, dirs):  # all checked before any is written
+        launch.check_run_dir(path, cfg, seed)
+    for record, path in zip(job.records, dirs):
+        path.mkdir(parents=True, exist_ok=True)
+        launch.write_atomic(path / launch.CONFIG_FILE, yaml.safe_dump(record, sort_keys=False))
+    print(f"{job.phase}/{job.variant}: seeds {format_seeds(job.seeds)} -> {dirs[0].parent}", file=sys.stderr,
+          flush=True)
+    launch.enable_compilation_cache()
+    from tdmpc_glass.train import train
+
+    try:
+        return train(cfg, job.seeds, dirs, progress=job.progress)
+    except CheckpointError as e:  # a damaged or foreign checkpoint found while resuming
+        raise launch.LaunchError(str(e)) from None
+
+
+# ---- local ------------------------------------------------------------------------------------------------------
+
+def run_local(jobs: list[Job]) -> list[Outcome]:
+    """The jobs one after another in this process; an interrupt (exit 130/143) stops the ones after it."""
+    outcomes: list[Outcome] = []
+    for i, job in enumerate(jobs):
+        code = run_job(job)
+        outcomes.append(Outcome(job, code))
+        if code in INTERRUPTED:
+            outcomes += [Outcome(later, NOT_RUN, "not started (interrupted)") for later in jobs[i + 1:]]
+            break
+    return outcomes
+
+
+# ---- Ray --------------------------------------------------------------------------------------------------------
+
+def worker_env(num_gpus: float, environ=None) -> dict[str, str]:
+    """The environment of Ray workers: the repository first on PYTHONPATH, then this process's JAX/XLA,
+    MuJoCo GL and TDMPC_GLASS_* variables. A task without a GPU runs JAX on the CPU; tasks sharing a GPU
+    (num_gpus < 1) allocate GPU memory as needed instead of pre-allocating most of it each."""
+    environ = os.environ if environ is None else environ
+    env = {k: v for k, v in environ.items() if k.startswith(PASSED_ENV_PREFIXES)}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in environ.get("PYTHONPATH", "").split(os.pathsep)
+                                                      if p and p != str(ROOT)])
+    if num_gpus == 0:
+        env.setdefault("JAX_PLATFORMS", "cpu")
+    elif num_gpus < 1:
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    return env
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask), else the machine's count."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _ray_entry(job: Job) -> tuple[int, str]:
+    """What a Ray task runs: run_job, with a bad run dir reported as exit 2 and its message."""
+    from experiments.launch import LaunchError
+    from tdmpc_glass.config import ConfigError
+
+    try:
+        return run_job(job), ""
+    except (LaunchError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2, str(e)
+
+
+def _failure_note(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    last = next((line.strip() for line in reversed(text) if line.strip()), type(error).__name__)
+    return f"{type(error).__name__}: {last}"[:200]
+
+
+def run_ray(jobs: list[Job], *, address: str | None = None, num_gpus: float | None = None, num_cpus: float = 1,
+            max_retries: int = 3, local_cpus: int | None = None, entry=None) -> list[Outcome]:
+    """Each job as a Ray task; the outcomes in the order of `jobs`. `entry` replaces _ray_entry (tests)."""
+    from experiments.launch import LaunchError
+
+    try:
+        import ray
+    except ImportError:
+        raise LaunchError("--backend ray needs Ray: pip install -e '.[cluster]' (or the test extra)") from None
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=max(local_cpus or usable_cpus(), math.ceil(num_cpus)), include_dashboard=False,
+                 log_to_driver=True)
+    try:
+        resources = ray.cluster_resources()
+        if num_gpus is None:  # one GPU per task on a cluster that has GPUs, else CPU tasks
+            num_gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+        for name, need in (("GPU", num_gpus), ("CPU", num_cpus)):
+            if need > resources.get(name, 0):
+                raise LaunchError(f"--num-{name.lower()}s {need:g}: the Ray cluster has "
+                                  f"{resources.get(name, 0):g} {name}s; no task could ever start")
+        runtime_env = {"env_vars": worker_env(num_gpus)}
+        remote = ray.remote(entry or _ray_entry).options(num_gpus=num_gpus, num_cpus=num_cpus,
+                                                         max_retries=max_retries, runtime_env=runtime_env)
+        print(f"ray: {len(jobs)} task(s), {num_gpus:g} GPU and {num_cpus:g} CPU each, up to {max_retries} "
+              f"retries; cluster {resources.get('GPU', 0):g} GPUs, {resources.get('CPU', 0):g} CPUs",
+              file=sys.stderr, flush=True)
+        pending = {remote.remote(job): i for i, job in enumerate(jobs)}
+        outcomes: dict[int, Outcome] = {}
+        try:
+            while pending:
+                [ref], _ = ray.wait(list(pending), num_returns=1)
+                i = pending.pop(ref)
+                try:
+                    code, note = ray.get(ref)
+                except ray.exceptions.RayError as e:  # the task raised, or its worker died past its retries
+                    code, note = 1, _failure_note(e)
+                outcomes[i] = Outcome(jobs[i], code, note)
+                print(f"ray: {jobs[i].label}: exit {code}" + (f" ({note})" if note else ""), file=sys.stderr,
+                      flush=True)
+        except KeyboardInterrupt:
+            for ref, i in pending.items():
+                ray.cancel(ref)
+                outcomes[i] = Outcome(jobs[i], 130, "cancelled (interrupted)")
+        return [outcomes[i] for i in range(len(jobs))]
+    finally:
+        ray.shutdown()
+
+
+# ---- summary ----------------------------------------------------------------------------------------------------
+
+def summary(outcomes: list[Outcome]) -> str:
+    """A table: variant, seeds, exit code, and a note where a job failed to run or never started."""
+    rows = [("variant", "seeds", "exit", "note")]
+    rows += [(o.job.variant, format_seeds(o.job.seeds), "-" if o.code == NOT_RUN else str(o.code), o.note)
+             for o in outcomes]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    with_notes = any(o.note for o in outcomes)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                     + (f"  {row[3]}" if with_notes and row[3] else "") for row in rows)
+
+
+def exit_code(outcomes: list[Outcome]) -> int:
+    """0 if every job succeeded; an interrupt's code if there was one; else the first failure's code."""
+    codes = [o.code for o in outcomes]
+    for code in codes:
+        if code in INTERRUPTED:
+            return code
+    return next((c if c > 0 else 1 for c in codes if c != 0), 0)

@@ -1,0 +1,247 @@
+"""K-labelled videos: the CLI on a tiny trained run, the K labels, the overlay, grids, Glass-off runs, checkpoint
+choice and errors, and the training switch. Rendering is headless (egl or osmesa; .ci/run installs the GL
+packages). Episodes are 20 agent steps (the tiny config) or capped with --max-steps."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v2 as imageio
+import jax
+import numpy as np
+import pytest
+import yaml
+
+from tdmpc_glass import agent, checkpoint
+from tdmpc_glass import glass as glass_lib
+from tdmpc_glass import render
+from tdmpc_glass.config import to_dict
+from tdmpc_glass.envs.dmc import task_spec
+from tdmpc_glass.rollout import Episode, RunError, load_run, select_checkpoint
+from tdmpc_glass.train import config_fingerprint, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_script import tiny_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = ROOT / "videos" / "render.py"
+
+
+def cli(*args, timeout=900):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(CLI), *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def read_video(path):
+    reader = imageio.get_reader(str(path))
+    try:
+        return np.stack([f for f in reader])
+    finally:
+        reader.close()
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_run(run_dir: Path, cfg, seed: int, steps=(80,)):
+    """A run directory without training: config.yaml and checkpoints of a fresh state (as the launcher and the
+    trainer write them)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"phase": {"name": "t", "variant": "default"}, "seed": seed, "config": to_dict(cfg)}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    obs_dim, act_dim = task_spec(cfg.task)
+    leaves = jax.tree.leaves(jax.device_get(agent.init_state(cfg, obs_dim, act_dim, seed)))
+    for step in steps:
+        meta = {"seed": seed, "env_step": step, "counters": {}, "fingerprint": config_fingerprint(cfg)}
+        checkpoint.save(run_dir / "checkpoints", step, leaves, meta)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two seeds of the tiny hopper config with Glass on, trained 160 env steps with train.video_at_eval on."""
+    root = tmp_path_factory.mktemp("runs") / "tiny" / "default"
+    cfg = tiny_config(steps=160, eval_freq=80, checkpoint_freq=80, eval_episodes=1, video_at_eval=True)
+    cfg.glass.enabled = True
+    dirs = [root / "seed1", root / "seed2"]
+    for seed, d in zip((1, 2), dirs):
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text(yaml.safe_dump({"phase": {"name": "tiny", "variant": "default"},
+                                                       "seed": seed, "config": to_dict(cfg)}, sort_keys=False))
+    assert train(cfg, [1, 2], dirs, progress=False) == 0
+    return dirs
+
+
+def test_training_switch_writes_a_video_at_each_eval(trained):
+    for d in trained:
+        for step in (0, 80, 160):
+            stem = d / "videos" / f"eval_step{step:010d}_mppi"
+            frames = read_video(stem.with_suffix(".mp4"))
+            assert frames.shape == (40, 240, 320, 3)  # 20 agent steps, 2 frames each (hopper: 0.02 s control steps)
+            rows = read_csv(stem.with_suffix(".csv"))
+            assert len(rows) == 20 and all(r["K"] != "" for r in rows)
+            summary = json.loads(Path(f"{stem}_summary.json").read_text())
+            assert summary["checkpoint_env_step"] == step and summary["fps"] == 50.0
+            assert Path(f"{stem}_timeline.png").is_file()
+
+
+def test_video_frames_and_k_labels(trained, tmp_path):
+    out = tmp_path / "v"
+    r = cli("--run", trained[0], "--max-steps", 12, "--out", out)
+    assert r.returncode == 0, r.stderr
+    stem = out / "step160_mppi_seed0_ep0"
+    frames = read_video(stem.with_suffix(".mp4"))
+    assert frames.shape == (24, 360, 480, 3)  # 12 agent steps x 2 frames, the default 480x360
+    meta = imageio.get_reader(str(stem.with_suffix(".mp4"))).get_meta_data()
+    assert meta["fps"] == 50.0 and meta["codec"] == "h264"
+    rows = read_csv(stem.with_suffix(".csv"))
+    assert [int(r["step"]) for r in rows] == list(range(12))
+    assert set(rows[0]) >= {"step", "K", "n_star", "reward", "touch", "standing", "speed"}
+
+    # K in the CSV is glass.k_label recomputed from the rollout's latents, which are the encoder's latents of
+    # the observations, with the checkpoint's prototypes and cluster matrix
+    data = np.load(f"{stem}_latents.npz")
+    run = load_run(trained[0], "latest")
+    world = run.state.world
+    mu, S = world.glass.mu, glass_lib.cluster_matrix(world.glass.assign_logits)
+    np.testing.assert_allclose(np.asarray(jax.vmap(world.encode)(data["obs"])), data["latents"], atol=1e-5)
+    assert [int(r["K"]) for r in rows] == np.asarray(glass_lib.k_label(data["latents"], mu, S)).tolist()
+    assert [int(r["n_star"]) for r in rows] == np.asarray(glass_lib.nearest_anchor(data["latents"], mu)).tolist()
+    returns = np.cumsum([float(r["reward"]) for r in rows])
+    np.testing.assert_allclose([float(r["return"]) for r in rows], returns, rtol=1e-4, atol=1e-6)
+
+    summary = json.loads(Path(f"{stem}_summary.json").read_text())
+    k = np.array([int(r["K"]) for r in rows])
+    assert summary["switches"] == int(np.sum(k[1:] != k[:-1]))
+    assert summary["clusters_used"] == sorted(set(k.tolist()))
+    assert summary["frames"] == 24 and summary["size"] == [480, 360]
+    assert Path(f"{stem}_timeline.png").stat().st_size > 0
+
+
+def test_overlay_changes_pixels_in_its_region(trained, tmp_path):
+    args = ("--run", trained[0], "--max-steps", 3, "--policy", "pi", "--height", 120, "--width", 160)
+    on, off = cli(*args, "--out", tmp_path / "on"), cli(*args, "--out", tmp_path / "off", "--no-overlay")
+    assert on.returncode == 0 and off.returncode == 0, on.stderr + off.stderr
+    a = read_video(tmp_path / "on" / "step160_pi_seed0_ep0.mp4").astype(float)
+    b = read_video(tmp_path / "off" / "step160_pi_seed0_ep0.mp4").astype(float)
+    assert a.shape == b.shape == (6, 120, 160, 3)
+    x0, y0, x1, y1 = render.overlay_box(120, 160)
+    diff = np.abs(a - b)
+    assert diff[:, y0:y1, x0:x1].mean() > 5  # the K box
+    assert diff[:, 60:100, 130:].mean() < 2  # the right of the frame, away from the box and the footer
+
+    # the library function alone: only the box and the footer change, and K's colour differs by cluster
+    frame = np.full((120, 160, 3), 90, np.uint8)
+    text = render.FrameText(glass=True, k=2, n_star=5, step=3, env_step=6, ret=1.5, reward=0.5, contact="toe")
+    drawn = render.draw_overlay(frame, text)
+    changed = np.abs(drawn.astype(int) - frame).sum(-1) > 0
+    assert changed[y0:y1, x0:x1].any() and not changed[:, x1:].any() and not changed[y1:].any()
+    other = render.draw_overlay(frame, render.FrameText(**{**text.__dict__, "k": 3}))
+    assert not np.array_equal(drawn, other)
+
+
+def test_grid_tiles_runs_side_by_side_from_one_episode_seed(trained, tmp_path):
+    r = cli("--grid", *trained, "--max-steps", 4, "--policy", "pi", "--height", 100, "--width", 140,
+            "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    frames = read_video(tmp_path / "grid_pi_seed0_ep0.mp4")
+    assert frames.shape == (8, 100, 280, 3)
+    summary = json.loads((tmp_path / "grid_pi_seed0_ep0_summary.json").read_text())
+    assert [Path(s["run"]).name for s in summary["runs"]] == ["seed1", "seed2"]
+    first = [np.load(tmp_path / f"grid_pi_seed0_ep0_{'tiny_default_' + d.name}_latents.npz")["obs"][0]
+             for d in trained]
+    np.testing.assert_array_equal(first[0], first[1])  # the same reset state for every run
+
+
+def test_missing_or_incompatible_checkpoint_is_one_line(trained, tmp_path):
+    def one_error_line(result, *needles):
+        lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+        assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        for needle in needles:
+            assert needle in lines[0]
+
+    one_error_line(cli("--run", trained[0], "--checkpoint", 999), "no checkpoint at env step 999",
+                   "available: 80, 160")
+    one_error_line(cli("--run", tmp_path / "nope"), "no such run directory")
+    broken = tmp_path / "broken"
+    shutil.copytree(trained[0], broken)
+    record = yaml.safe_load((broken / "config.yaml").read_text())
+    record["config"]["model"]["latent_dim"] = 24
+    (broken / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    one_error_line(cli("--run", broken), "incompatible checkpoint")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(trained[0] / "config.yaml", empty / "config.yaml")
+    one_error_line(cli("--run", empty), "no checkpoints")
+
+
+def test_glass_off_run_renders_without_k(tmp_path):
+    cfg = tiny_config()
+    cfg.task = "cartpole-swingup"
+    run = write_run(tmp_path / "off" / "default" / "seed1", cfg, seed=1)
+    r = cli("--run", run, "--max-steps", 4, "--policy", "pi", "--height", 96, "--width", 128)
+    assert r.returncode == 0, r.stderr
+    assert "Glass is off" in r.stderr
+    stem = run / "videos" / "step80_pi_seed0_ep0"
+    assert read_video(stem.with_suffix(".mp4")).shape == (4, 96, 128, 3)  # cartpole: 1 frame per agent step
+    rows = read_csv(stem.with_suffix(".csv"))
+    assert len(rows) == 4 and all(r["K"] == "" and r["n_star"] == "" and r["touch"] == "" for r in rows)
+    summary = json.loads(Path(f"{stem}_summary.json").read_text())
+    assert summary["glass"] is False and summary["distinct_k"] is None and "Glass is off" in summary["timeline_skipped"]
+    assert not Path(f"{stem}_timeline.png").exists()
+
+
+def test_best_and_numbered_checkpoint_choice(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    for step in (60, 100):
+        checkpoint.path_for(ckpts, step).write_bytes(b"")
+    with pytest.raises(RunError, match="no MPPI rows"):
+        select_checkpoint(tmp_path, "best")
+    (tmp_path / "eval.csv").write_text("env_step,mppi_return\n0,1\n40,9\n80,3\n100,2\n")
+    path, step, note = select_checkpoint(tmp_path, "best")
+    assert step == 60 and "best MPPI eval 9.0 at env step 40" in note and "at or after" in note
+    (tmp_path / "eval.csv").write_text("env_step,mppi_return\n0,1\n120,9\n")
+    assert select_checkpoint(tmp_path, "best")[1] == 100  # nothing kept at or after: the closest before
+    assert select_checkpoint(tmp_path, "latest")[1] == 100
+    assert select_checkpoint(tmp_path, "60")[0] == checkpoint.path_for(ckpts, 60)
+    with pytest.raises(RunError, match="no checkpoint at env step 50; available: 60, 100"):
+        select_checkpoint(tmp_path, 50)
+
+
+def test_summary_numbers():
+    k = np.array([1, 1, 1, 2, 2, 1, 1, 1, 1, 3], np.int32)
+    touch = np.zeros((10, 2), np.float32)
+    touch[[2, 3, 6, 7], 0] = 2.0  # contact at 2-3 and 6-7: two flight -> contact transitions
+    ep = Episode(task="hopper-hop", glass=True, num_clusters=8, action_repeat=2, control_dt=0.02, episode_seed=0,
+                 policy="mppi", obs=np.zeros((10, 15)), latents=np.zeros((10, 4)), actions=np.zeros((10, 4)),
+                 rewards=np.ones(10, np.float32), k=k, n_star=k, touch=touch, height=np.linspace(0, 1, 10),
+                 stand_height=0.6, speed=np.zeros(10), physics=np.zeros((20, 14)))
+    s = ep.summary()
+    assert s["switches"] == 4 and s["hop_cycles"] == 2 and s["switches_per_hop_cycle"] == 2.0
+    assert (s["longest_stable_steps"], s["longest_stable_k"], s["longest_stable_start"]) == (4, 1, 5)
+    assert s["clusters_used"] == [1, 2, 3] and s["distinct_k"] == 3 and s["return"] == 10.0
+    assert [r["touch"] for r in ep.rows()] == [0, 0, 1, 1, 0, 0, 1, 1, 0, 0]
+    fps, stride, rows = ep.frame_plan()  # hopper: 0.02 s control steps, 2 frames per agent step at 50 fps
+    assert (fps, stride, rows.tolist()) == (50.0, 1, np.repeat(np.arange(10), 2).tolist())
+
+
+def test_no_backend_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(render, "_WORKING_BACKEND", None)
+    monkeypatch.setattr(render, "BACKENDS", ())
+    monkeypatch.setenv("MUJOCO_GL", "nonexistent")
+    with pytest.raises(render.RenderError) as e:
+        render.GLRenderer()
+    message = str(e.value)
+    assert "\n" not in message and "nonexistent" in message and "libosmesa6" in message
+
+
+def test_video_switch_leaves_the_resume_fingerprint_alone():
+    on = tiny_config(video_at_eval=True)
+    assert config_fingerprint(on) == config_fingerprint(tiny_config())
