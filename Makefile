@@ -2,6 +2,8 @@
 # needs the virtual environment builds it first, and rebuilds it only when pyproject.toml changes.
 #
 #   make phase PHASE=z SEED=1-5 [VARIANT=v] [STEPS=n] [RUNS=dir]    train (SEED defaults to the phase's seeds)
+#   make sweep PHASE=aa SEED=1-3 [BACKEND=local|ray] [ADDRESS=host:6379|auto] [GPUS=g] [VARIANT=v] [STEPS=n] [RUNS=dir]
+#                                                                   every (variant, seed group) as a job, then a summary
 #   make describe PHASE=z [VARIANT=v]                               resolved config, parameter counts, run dirs
 #   make validate | make list | make bench | make test-slow
 #   make video RUN=runs/<phase>/<variant>/seed<k> [CHECKPOINT=latest|best|<env_step>] [POLICY=mppi|pi]
@@ -20,7 +22,7 @@ RUNS_FLAG := $(if $(RUNS),--runs-root $(RUNS))
 # where the demo's runs land, for the analysis steps after it
 DEMO_RUNS := $(or $(RUNS),$(TDMPC_GLASS_RUNS),runs)
 
-.PHONY: install test test-slow phase describe validate list bench demo demo-train demo-analysis video dashboard
+.PHONY: install test test-slow phase sweep describe validate list bench demo demo-train demo-analysis video dashboard
 
 install: $(STAMP)
 
@@ -41,6 +43,11 @@ test-slow: $(STAMP)
 phase: $(STAMP)
 	@test -n "$(PHASE)" || { echo "usage: make phase PHASE=<name> SEED=<k or a-b> [VARIANT=v] [STEPS=n] [RUNS=dir]" >&2; exit 2; }
 	$(LAUNCH) run $(PHASE) $(PHASE_FLAGS) $(RUNS_FLAG)
+
+# BACKEND=ray starts Ray on this machine unless ADDRESS= names a cluster (README "Sweeps on Ray")
+sweep: $(STAMP)
+	@test -n "$(PHASE)" || { echo "usage: make sweep PHASE=<name> SEED=<k or a-b> [BACKEND=local|ray] [ADDRESS=host:6379|auto] [GPUS=g] [VARIANT=v] [STEPS=n] [RUNS=dir]" >&2; exit 2; }
+	$(LAUNCH) sweep $(PHASE) $(PHASE_FLAGS) $(RUNS_FLAG) --backend $(or $(BACKEND),local) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(GPUS),--num-gpus $(GPUS))
 
 describe: $(STAMP)
 	@test -n "$(PHASE)" || { echo "usage: make describe PHASE=<name> [VARIANT=v] [STEPS=n]" >&2; exit 2; }

@@ -2,7 +2,7 @@
 
   run PHASE [--seeds 1-5] [--variant V] [--steps N] [--runs-root DIR] [--set key=value ...] [--no-progress]
   sweep PHASE [--seeds 1-5] [--variant V] [--backend local|ray] [--address ADDR] [--num-gpus G] [--num-cpus C]
-        [--seeds-per-task N] [--max-retries R] [--steps N] [--runs-root DIR] [--set key=value ...]
+        [--seeds-per-task N] [--max-retries R] [--steps N] [--runs-root DIR] [--set key=value ...] [--no-progress]
   describe PHASE [--variant V] [--seeds S] [--steps N] [--set key=value ...] [--runs-root DIR] [--json]
   list
   validate [--all | PHASE ... | FILE.yaml ...]
@@ -27,15 +27,12 @@ from experiments.phases import (
     PhaseError, Resolved, all_phase_files, format_seeds, parse_seeds, read_phase,
     resolve_variants,
 )
+from experiments.sweep import LaunchError  # defined there so `python -m experiments.launch` and workers share it
 from tdmpc_glass.config import Config, ConfigError, config_from_dict, flatten, parse_override, to_dict
 
 RUNS_ENV = "TDMPC_GLASS_RUNS"
 CONFIG_FILE = "config.yaml"
 EXTENDABLE_KEYS = ("train.steps",)  # may differ from an existing run's config.yaml: raising it extends the run
-
-
-class LaunchError(ValueError):
-    """A one-line message naming what is wrong and where."""
 
 
 # ---- resolving what to run ----------------------------------------------------------------------------------
@@ -173,17 +170,22 @@ def cmd_sweep(args) -> int:
         raise LaunchError(f"--seeds-per-task: must be >= 1, got {args.seeds_per_task}")
     if args.backend == "local" and (args.address or args.num_gpus is not None):
         raise LaunchError("--address and --num-gpus belong to --backend ray")
-    for flag, value in (("--num-gpus", args.num_gpus), ("--num-cpus", args.num_cpus), ("--max-retries", args.max_retries)):
+    for flag, value in (("--num-gpus", args.num_gpus), ("--num-cpus", args.num_cpus),
+                        ("--max-retries", args.max_retries)):
         if value is not None and value < 0:
             raise LaunchError(f"{flag}: must be >= 0, got {value:g}")
     root = runs_root(args.runs_root)
     check_run_dirs(plans, seeds, root)
-    jobs = sweep.make_jobs(plans, seeds, root, args.seeds_per_task)
+    # a progress bar where training runs in this process; Ray workers' output is interleaved, so none there
+    jobs = sweep.make_jobs(plans, seeds, root, args.seeds_per_task,
+                           progress=args.backend == "local" and not args.no_progress)
     if args.backend == "ray":
-        outcomes = sweep.run_ray(jobs, address=args.address, num_gpus=args.num_gpus, num_cpus=args.num_cpus,
+        def backend(todo):
+            return sweep.run_ray(todo, address=args.address, num_gpus=args.num_gpus, num_cpus=args.num_cpus,
                                  max_retries=args.max_retries)
     else:
-        outcomes = sweep.run_local(jobs)
+        backend = sweep.run_local
+    outcomes = sweep.run_unfinished(jobs, backend)  # jobs whose seeds all ended earlier are not started
     print(f"sweep {plans[0].phase.name} ({args.backend}), runs in {root / plans[0].phase.dir_name}:")
     print(sweep.summary(outcomes))
     return sweep.exit_code(outcomes)
@@ -314,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Ray retries of a task whose worker died; a retry resumes from the last checkpoint")
     sweep.add_argument("--seeds-per-task", type=int, default=None,
                        help="seeds per job, vmapped in one process (default: all seeds of a variant in one job)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar (local backend)")
     sweep.set_defaults(func=cmd_sweep)
 
     commands.add_parser("list", help="phases with parents, fairness, seeds, variants").set_defaults(func=cmd_list)

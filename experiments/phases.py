@@ -122,14 +122,21 @@ def phase_file(name: str, folder: Path) -> Path | None:
     return None
 
 
+def _aliases(path: Path) -> list[str]:
+    aliases = _declared(path).get("aliases")
+    return [str(a) for a in aliases if isinstance(a, (str, int))] if isinstance(aliases, list) else []
+
+
 def _by_alias(alias: str, folder: Path) -> Path | None:
-    owners = [path for path in _yaml_files(folder).values()
-              if alias in [str(a) for a in (_declared(path).get("aliases") or []) if isinstance(a, (str, int))]]
+    """The one file in a folder that lists `alias` among its aliases (None if no file does, or several)."""
+    owners = [path for path in _yaml_files(folder).values() if alias in _aliases(path)]
     return owners[0] if len(owners) == 1 else None
 
 
 def known_names(folder: Path) -> list[str]:
-    return sorted({*_yaml_files(folder), *(str(_declared(p).get("name") or p.stem) for p in _yaml_files(folder).values())})
+    """File stems and declared names of a folder's phases (for 'did you mean')."""
+    files = _yaml_files(folder)
+    return sorted({*files, *(str(_declared(p).get("name") or p.stem) for p in files.values())})
 
 
 def find_phase(name_or_path: str, phases_dir: Path = PHASES_DIR) -> Path:

@@ -15,10 +15,11 @@ so re-running a sweep, or Ray retrying a task whose worker died, picks up where 
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.phases import ROOT, Resolved, format_seeds
@@ -27,6 +28,10 @@ INTERRUPTED = (130, 143)  # train's exit codes after SIGINT / SIGTERM: stop, do 
 # environment passed to Ray workers (plus PYTHONPATH): JAX and XLA settings, headless GL, our own variables
 PASSED_ENV_PREFIXES = ("JAX_", "XLA_", "TF_CPP_", "MUJOCO_", "PYOPENGL_", "TDMPC_GLASS_")
 NOT_RUN = -1  # exit code shown for a job that never started (an earlier one was interrupted)
+
+
+class LaunchError(ValueError):
+    """A one-line message naming what is wrong and where (the launcher prints it and exits 2)."""
 
 
 @dataclass
@@ -49,7 +54,7 @@ class Job:
 class Outcome:
     job: Job
     code: int
-    note: str = field(default="")
+    note: str = ""
 
 
 def make_jobs(plans: list[Resolved], seeds: list[int], root: Path, seeds_per_task: int | None = None,
@@ -91,7 +96,40 @@ def run_job(job: Job) -> int:
     try:
         return train(cfg, job.seeds, dirs, progress=job.progress)
     except CheckpointError as e:  # a damaged or foreign checkpoint found while resuming
-        raise launch.LaunchError(str(e)) from None
+        raise LaunchError(str(e)) from None
+
+
+def read_status(run_dir: Path) -> dict:
+    """A run dir's status.json ({} when missing or unreadable); reads only, creates nothing."""
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def finished(job: Job) -> Outcome | None:
+    """The outcome of a job whose seeds all ended earlier (done for its train.steps, or failed): train would
+    skip every one, so the sweep need not start it. None when some seed still has to train."""
+    steps = job.records[0]["config"]["train"]["steps"]
+    failed = []
+    for seed, run_dir in zip(job.seeds, job.run_dirs):
+        status = read_status(Path(run_dir))
+        if status.get("status") == "failed":
+            failed.append(seed)
+        elif not (status.get("status") == "done" and status.get("env_step", 0) >= steps):
+            return None
+    if failed:
+        return Outcome(job, 1, f"seed {format_seeds(failed)} failed earlier (see events.jsonl)")
+    return Outcome(job, 0, "already done")
+
+
+def run_unfinished(jobs: list[Job], backend) -> list[Outcome]:
+    """`backend(jobs) -> outcomes` for the jobs with something left to train; the others' earlier outcomes."""
+    earlier = [finished(job) for job in jobs]
+    todo = [job for job, outcome in zip(jobs, earlier) if outcome is None]
+    fresh = iter(backend(todo) if todo else [])
+    return [outcome if outcome is not None else next(fresh) for outcome in earlier]
 
 
 # ---- local ------------------------------------------------------------------------------------------------------
@@ -135,7 +173,6 @@ def usable_cpus() -> int:
 
 def _ray_entry(job: Job) -> tuple[int, str]:
     """What a Ray task runs: run_job, with a bad run dir reported as exit 2 and its message."""
-    from experiments.launch import LaunchError
     from tdmpc_glass.config import ConfigError
 
     try:
@@ -146,25 +183,30 @@ def _ray_entry(job: Job) -> tuple[int, str]:
 
 
 def _failure_note(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    last = next((line.strip() for line in reversed(text) if line.strip()), type(error).__name__)
-    return f"{type(error).__name__}: {last}"[:200]
+    """One line for the summary: the task's own exception where Ray has it, else Ray's error's last line."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        error = cause
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1]}"[:200] if lines else type(error).__name__
 
 
 def run_ray(jobs: list[Job], *, address: str | None = None, num_gpus: float | None = None, num_cpus: float = 1,
             max_retries: int = 3, local_cpus: int | None = None, entry=None) -> list[Outcome]:
     """Each job as a Ray task; the outcomes in the order of `jobs`. `entry` replaces _ray_entry (tests)."""
-    from experiments.launch import LaunchError
-
     try:
         import ray
     except ImportError:
         raise LaunchError("--backend ray needs Ray: pip install -e '.[cluster]' (or the test extra)") from None
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=max(local_cpus or usable_cpus(), math.ceil(num_cpus)), include_dashboard=False,
-                 log_to_driver=True)
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(num_cpus=max(local_cpus or usable_cpus(), math.ceil(num_cpus)), include_dashboard=False,
+                     log_to_driver=True)
+    except ConnectionError as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise LaunchError(f"--address {address}: cannot reach a Ray cluster ({first})") from None
     try:
         resources = ray.cluster_resources()
         if num_gpus is None:  # one GPU per task on a cluster that has GPUs, else CPU tasks
@@ -204,14 +246,13 @@ def run_ray(jobs: list[Job], *, address: str | None = None, num_gpus: float | No
 # ---- summary ----------------------------------------------------------------------------------------------------
 
 def summary(outcomes: list[Outcome]) -> str:
-    """A table: variant, seeds, exit code, and a note where a job failed to run or never started."""
-    rows = [("variant", "seeds", "exit", "note")]
-    rows += [(o.job.variant, format_seeds(o.job.seeds), "-" if o.code == NOT_RUN else str(o.code), o.note)
-             for o in outcomes]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    """A table: variant, seeds, exit code, and a note column where a job failed to run or never started."""
     with_notes = any(o.note for o in outcomes)
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-                     + (f"  {row[3]}" if with_notes and row[3] else "") for row in rows)
+    rows = [("variant", "seeds", "exit") + (("note",) if with_notes else ())]
+    rows += [(o.job.variant, format_seeds(o.job.seeds), "-" if o.code == NOT_RUN else str(o.code))
+             + ((o.note,) if with_notes else ()) for o in outcomes]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)] + [0]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
 def exit_code(outcomes: list[Outcome]) -> int:

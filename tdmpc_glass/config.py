@@ -138,14 +138,17 @@ class ScheduleConfig:
     # latent rollout, added to the policy loss from env step action_smooth_from on (j: the curriculum)
     action_smooth_coef: float = 0.0
     action_smooth_from: int = 0
-    # Q-reset (e, done right): re-initialise the Q heads, their targets and only their optimiser state
+    # Q-reset (e, done right): re-initialise the Q heads, their targets and only their optimiser state (with this
+    # set, the Q heads get their own Adam state and step count, which a reset restarts: schedules.split_q_adam)
     q_reset_at: List[int] = field(default_factory=list)
     # parameter-noise basin perturbation (m, n): Gaussian noise, std = perturb_scale * RMS of each tensor
     perturb_at: List[int] = field(default_factory=list)
     perturb_scale: float = 0.0
     perturb_target: str = "all"  # all | world | policy
-    # basin detection and restart (10.6): at restart_check_at, a seed whose active prototypes are below
-    # restart_min_active restarts from scratch with exploration seed + restart_seed_offset, at most restart_max times
+    # basin detection and restart (10.6; needs Glass): after the round reaching restart_check_at, a seed whose
+    # active_prototypes (latest train.csv row) are below restart_min_active leaves its batch and, when the batch
+    # ends, restarts from scratch (step 0, empty buffer) with seed + restart_seed_offset * attempt for its init and
+    # exploration, at most restart_max times; earlier attempts move to seed<k>/restarts/ (train.train)
     restart_check_at: Optional[int] = None
     restart_min_active: int = 4
     restart_max: int = 3

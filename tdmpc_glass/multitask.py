@@ -28,6 +28,11 @@ def tasks_of(cfg: Config) -> list[str]:
     return list(cfg.multitask.tasks) or [cfg.task]
 
 
+def model_obs_dim(cfg: Config, env_obs_dim: int) -> int:
+    """What the model reads: the env's observation plus, when multi-task, one one-hot entry per task."""
+    return env_obs_dim + len(cfg.multitask.tasks)
+
+
 def target_usage(cfg: Config) -> np.ndarray:
     """u* (T,), summing to 1."""
     mt = cfg.multitask

@@ -348,10 +348,10 @@ def timeline_figure(items: Sequence[tuple[str, object]], path: Path, dt: float) 
         ax.set_xlim(-0.5, max(ep.steps - 0.5, 0.5))
         ax.set_ylabel("K")
         s = ep.summary()
-        per_hop = "n/a (no contact labels)" if s["hop_cycles"] is None else (
-            f"{s['switches_per_hop_cycle']:.2f}" if s["switches_per_hop_cycle"] is not None else "n/a (no landing)")
-        ax.set_title(f"{label}: return {s['return']:.1f}, {s['distinct_k']} clusters used, {s['switches']} switches, "
-                     f"{per_hop} per hop cycle, longest stable {s['longest_stable_steps']} steps "
+        per_hop = "n/a, no touch sensors" if s["hop_cycles"] is None else (
+            f"{s['switches_per_hop_cycle']:.2f}" if s["switches_per_hop_cycle"] is not None else "n/a, no landing")
+        ax.set_title(f"{label}: return {s['return']:.1f}, {s['distinct_k']} clusters used, {s['switches']} switches "
+                     f"(per hop cycle: {per_hop}), longest stable {s['longest_stable_steps']} steps "
                      f"(K={s['longest_stable_k']})", fontsize=8.5, loc="left")
         occupancy = [np.mean(ep.k == k) for k in range(K)]
         bar.barh(range(K), occupancy, color=[k_colour(k) for k in range(K)])

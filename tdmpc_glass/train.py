@@ -135,7 +135,7 @@ class Trainer:
                             t.num_workers, shaping=self.shaping)
         self.eval_pool = None
         # multi-task: a one-hot task id joins the observation
-        self.obs_dim = self.pool.obs_dim + (len(self.tasks) if self.multitask else 0)
+        self.obs_dim = multitask.model_obs_dim(cfg, self.pool.obs_dim)
         self.act_dim = self.pool.act_dim
         self.hyper = agent.Hyper.from_config(cfg)
         self.plan_settings = PlanSettings.from_config(cfg.planner, cfg.horizon, self.d.discount)

@@ -1,5 +1,6 @@
-"""K-labelled videos: the CLI on a tiny trained run, the K labels, the overlay, grids, Glass-off runs, checkpoint
-choice and errors, and the training switch. Rendering is headless (egl or osmesa; .ci/run installs the GL
+"""K-labelled videos: the CLI on tiny runs (fresh checkpoints in the fast suite, a trained one in the slow
+test at the end), the K labels, the overlay, grids, Glass-off runs, checkpoint choice and errors, and the
+training switch. Rendering is headless (egl or osmesa; .ci/run installs the GL
 packages). Episodes are 20 agent steps (the tiny config) or capped with --max-steps."""
 import csv
 import json
@@ -7,10 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import imageio.v2 as imageio
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
@@ -21,7 +24,7 @@ from tdmpc_glass import render
 from tdmpc_glass.config import to_dict
 from tdmpc_glass.envs.dmc import task_spec
 from tdmpc_glass.rollout import Episode, RunError, load_run, select_checkpoint
-from tdmpc_glass.train import config_fingerprint, train
+from tdmpc_glass.train import Trainer, config_fingerprint, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_script import tiny_config  # noqa: E402
@@ -64,36 +67,40 @@ def write_run(run_dir: Path, cfg, seed: int, steps=(80,)):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Two seeds of the tiny hopper config with Glass on, trained 160 env steps with train.video_at_eval on."""
+def runs(tmp_path_factory):
+    """Two seeds of the tiny hopper config with Glass on, checkpoints at env steps 80 and 160 (fresh states:
+    no training needed to test the machinery; test_trained_run_end_to_end below uses a trained one)."""
     root = tmp_path_factory.mktemp("runs") / "tiny" / "default"
-    cfg = tiny_config(steps=160, eval_freq=80, checkpoint_freq=80, eval_episodes=1, video_at_eval=True)
+    cfg = tiny_config()
     cfg.glass.enabled = True
-    dirs = [root / "seed1", root / "seed2"]
-    for seed, d in zip((1, 2), dirs):
-        d.mkdir(parents=True)
-        (d / "config.yaml").write_text(yaml.safe_dump({"phase": {"name": "tiny", "variant": "default"},
-                                                       "seed": seed, "config": to_dict(cfg)}, sort_keys=False))
-    assert train(cfg, [1, 2], dirs, progress=False) == 0
-    return dirs
+    return [write_run(root / f"seed{seed}", cfg, seed, steps=(80, 160)) for seed in (1, 2)]
 
 
-def test_training_switch_writes_a_video_at_each_eval(trained):
-    for d in trained:
-        for step in (0, 80, 160):
-            stem = d / "videos" / f"eval_step{step:010d}_mppi"
-            frames = read_video(stem.with_suffix(".mp4"))
-            assert frames.shape == (40, 240, 320, 3)  # 20 agent steps, 2 frames each (hopper: 0.02 s control steps)
-            rows = read_csv(stem.with_suffix(".csv"))
-            assert len(rows) == 20 and all(r["K"] != "" for r in rows)
-            summary = json.loads(Path(f"{stem}_summary.json").read_text())
-            assert summary["checkpoint_env_step"] == step and summary["fps"] == 50.0
-            assert Path(f"{stem}_timeline.png").is_file()
+def test_training_switch_writes_a_video_at_an_eval(tmp_path):
+    cfg = tiny_config(eval_episodes=1, video_at_eval=True)
+    cfg.glass.enabled = True
+    run_dir = tmp_path / "tiny" / "default" / "seed1"
+    trainer = Trainer(cfg, [1], [run_dir], progress=False)
+    try:
+        states = trainer._init(jnp.asarray([1]))
+        trainer.counters = {"tick": 0, "updates": 0, "burst_done": False, "next_eval": 0, "last_eval": -1}
+        trainer.started = time.time()
+        trainer._log_eval(states, np.ones(1, bool))
+    finally:
+        trainer._close_pools()
+    assert read_csv(run_dir / "eval.csv")[0]["env_step"] == "0"
+    stem = run_dir / "videos" / "eval_step0000000000_mppi"
+    assert read_video(stem.with_suffix(".mp4")).shape == (40, 240, 320, 3)  # 20 agent steps, 2 frames each
+    rows = read_csv(stem.with_suffix(".csv"))
+    assert len(rows) == 20 and all(r["K"] != "" for r in rows)
+    summary = json.loads(Path(f"{stem}_summary.json").read_text())
+    assert summary["checkpoint_env_step"] == 0 and summary["fps"] == 50.0 and summary["policy"] == "mppi"
+    assert Path(f"{stem}_timeline.png").is_file()
 
 
-def test_video_frames_and_k_labels(trained, tmp_path):
+def test_video_frames_and_k_labels(runs, tmp_path):
     out = tmp_path / "v"
-    r = cli("--run", trained[0], "--max-steps", 12, "--out", out)
+    r = cli("--run", runs[0], "--max-steps", 12, "--out", out)
     assert r.returncode == 0, r.stderr
     stem = out / "step160_mppi_seed0_ep0"
     frames = read_video(stem.with_suffix(".mp4"))
@@ -107,7 +114,7 @@ def test_video_frames_and_k_labels(trained, tmp_path):
     # K in the CSV is glass.k_label recomputed from the rollout's latents, which are the encoder's latents of
     # the observations, with the checkpoint's prototypes and cluster matrix
     data = np.load(f"{stem}_latents.npz")
-    run = load_run(trained[0], "latest")
+    run = load_run(runs[0], "latest")
     world = run.state.world
     mu, S = world.glass.mu, glass_lib.cluster_matrix(world.glass.assign_logits)
     np.testing.assert_allclose(np.asarray(jax.vmap(world.encode)(data["obs"])), data["latents"], atol=1e-5)
@@ -124,8 +131,8 @@ def test_video_frames_and_k_labels(trained, tmp_path):
     assert Path(f"{stem}_timeline.png").stat().st_size > 0
 
 
-def test_overlay_changes_pixels_in_its_region(trained, tmp_path):
-    args = ("--run", trained[0], "--max-steps", 3, "--policy", "pi", "--height", 120, "--width", 160)
+def test_overlay_changes_pixels_in_its_region(runs, tmp_path):
+    args = ("--run", runs[0], "--max-steps", 3, "--policy", "pi", "--height", 120, "--width", 160)
     on, off = cli(*args, "--out", tmp_path / "on"), cli(*args, "--out", tmp_path / "off", "--no-overlay")
     assert on.returncode == 0 and off.returncode == 0, on.stderr + off.stderr
     a = read_video(tmp_path / "on" / "step160_pi_seed0_ep0.mp4").astype(float)
@@ -146,8 +153,8 @@ def test_overlay_changes_pixels_in_its_region(trained, tmp_path):
     assert not np.array_equal(drawn, other)
 
 
-def test_grid_tiles_runs_side_by_side_from_one_episode_seed(trained, tmp_path):
-    r = cli("--grid", *trained, "--max-steps", 4, "--policy", "pi", "--height", 100, "--width", 140,
+def test_grid_tiles_runs_side_by_side_from_one_episode_seed(runs, tmp_path):
+    r = cli("--grid", *runs, "--max-steps", 4, "--policy", "pi", "--height", 100, "--width", 140,
             "--out", tmp_path)
     assert r.returncode == 0, r.stderr
     frames = read_video(tmp_path / "grid_pi_seed0_ep0.mp4")
@@ -155,29 +162,29 @@ def test_grid_tiles_runs_side_by_side_from_one_episode_seed(trained, tmp_path):
     summary = json.loads((tmp_path / "grid_pi_seed0_ep0_summary.json").read_text())
     assert [Path(s["run"]).name for s in summary["runs"]] == ["seed1", "seed2"]
     first = [np.load(tmp_path / f"grid_pi_seed0_ep0_{'tiny_default_' + d.name}_latents.npz")["obs"][0]
-             for d in trained]
+             for d in runs]
     np.testing.assert_array_equal(first[0], first[1])  # the same reset state for every run
 
 
-def test_missing_or_incompatible_checkpoint_is_one_line(trained, tmp_path):
+def test_missing_or_incompatible_checkpoint_is_one_line(runs, tmp_path):
     def one_error_line(result, *needles):
         lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
         assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
         for needle in needles:
             assert needle in lines[0]
 
-    one_error_line(cli("--run", trained[0], "--checkpoint", 999), "no checkpoint at env step 999",
+    one_error_line(cli("--run", runs[0], "--checkpoint", 999), "no checkpoint at env step 999",
                    "available: 80, 160")
     one_error_line(cli("--run", tmp_path / "nope"), "no such run directory")
     broken = tmp_path / "broken"
-    shutil.copytree(trained[0], broken)
+    shutil.copytree(runs[0], broken)
     record = yaml.safe_load((broken / "config.yaml").read_text())
     record["config"]["model"]["latent_dim"] = 24
     (broken / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
     one_error_line(cli("--run", broken), "incompatible checkpoint")
     empty = tmp_path / "empty"
     empty.mkdir()
-    shutil.copy(trained[0] / "config.yaml", empty / "config.yaml")
+    shutil.copy(runs[0] / "config.yaml", empty / "config.yaml")
     one_error_line(cli("--run", empty), "no checkpoints")
 
 
@@ -224,7 +231,7 @@ def test_summary_numbers():
                  rewards=np.ones(10, np.float32), k=k, n_star=k, touch=touch, height=np.linspace(0, 1, 10),
                  stand_height=0.6, speed=np.zeros(10), physics=np.zeros((20, 14)))
     s = ep.summary()
-    assert s["switches"] == 4 and s["hop_cycles"] == 2 and s["switches_per_hop_cycle"] == 2.0
+    assert s["switches"] == 3 and s["hop_cycles"] == 2 and s["switches_per_hop_cycle"] == 1.5
     assert (s["longest_stable_steps"], s["longest_stable_k"], s["longest_stable_start"]) == (4, 1, 5)
     assert s["clusters_used"] == [1, 2, 3] and s["distinct_k"] == 3 and s["return"] == 10.0
     assert [r["touch"] for r in ep.rows()] == [0, 0, 1, 1, 0, 0, 1, 1, 0, 0]
@@ -245,3 +252,28 @@ def test_no_backend_is_one_clear_error(monkeypatch):
 def test_video_switch_leaves_the_resume_fingerprint_alone():
     on = tiny_config(video_at_eval=True)
     assert config_fingerprint(on) == config_fingerprint(tiny_config())
+
+
+@pytest.mark.slow
+def test_trained_run_end_to_end(tmp_path):
+    """A tiny Glass run trained through train() with the switch on: a video at every evaluation, then the CLI on
+    its best checkpoint with MPPI."""
+    cfg = tiny_config(steps=160, eval_freq=80, checkpoint_freq=80, eval_episodes=1, video_at_eval=True)
+    cfg.glass.enabled = True
+    dirs = []
+    for seed in (1, 2):
+        d = tmp_path / "tiny" / "default" / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text(yaml.safe_dump({"phase": {"name": "tiny", "variant": "default"},
+                                                       "seed": seed, "config": to_dict(cfg)}, sort_keys=False))
+        dirs.append(d)
+    assert train(cfg, [1, 2], dirs, progress=False) == 0
+    for d in dirs:
+        for step in (0, 80, 160):
+            assert read_video(d / "videos" / f"eval_step{step:010d}_mppi.mp4").shape == (40, 240, 320, 3)
+    r = cli("--run", dirs[0], "--checkpoint", "best", "--out", tmp_path / "v")
+    assert r.returncode == 0, r.stderr
+    assert "best MPPI eval" in r.stderr
+    summary = next((tmp_path / "v").glob("*_summary.json"))
+    data = json.loads(summary.read_text())
+    assert data["checkpoint_env_step"] in (80, 160) and data["steps"] == 20 and data["distinct_k"] >= 1
