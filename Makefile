@@ -21,6 +21,7 @@ PHASE_FLAGS := $(if $(SEED),--seeds $(SEED)) $(if $(VARIANT),--variant $(VARIANT
 RUNS_FLAG := $(if $(RUNS),--runs-root $(RUNS))
 # where the demo's runs land, for the analysis steps after it
 DEMO_RUNS := $(or $(RUNS),$(TDMPC_GLASS_RUNS),runs)
+DEMO_PHASE := demo_glass
 
 .PHONY: install test test-slow phase sweep describe validate list bench demo demo-train demo-analysis video dashboard
 
@@ -75,17 +76,14 @@ video: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m experiments.bench --size 1 --seeds 1 2 --num-samples 128 --envs 1 4 --out bench.jsonl
 
-# The demo: train phases/demo.yaml (2 seeds vmapped in one process; re-running resumes), then analyse it.
-# Hook: each analysis step below runs once its script exists; add new steps (videos, dashboard) the same way.
+# The demo: train phases/demo_glass.yaml (the tiny TD-MPC2 with Glass on, so the video can label clusters; 2 seeds
+# vmapped in one process; re-running resumes), then its seed statistics, learning curves and a K-labelled video.
 demo: demo-train demo-analysis
 
 demo-train: $(STAMP)
-	$(LAUNCH) run demo --seeds 1-2 $(RUNS_FLAG)
+	$(LAUNCH) run $(DEMO_PHASE) --seeds 1-2 $(RUNS_FLAG)
 
 demo-analysis: demo-train
-	@if [ -f analysis/seed_stats.py ]; then $(PY) analysis/seed_stats.py --runs $(DEMO_RUNS); \
-	else echo "(analysis/seed_stats.py not built yet: skipping seed statistics)"; fi
-	@if [ -f analysis/curves.py ]; then $(PY) analysis/curves.py --runs $(DEMO_RUNS) --phases demo --out $(DEMO_RUNS)/demo/curves.png; \
-	else echo "(analysis/curves.py not built yet: skipping learning curves)"; fi
-	@if [ -f videos/render.py ]; then $(PY) videos/render.py --run $(DEMO_RUNS)/demo/default/seed1 --out $(DEMO_RUNS)/demo/default/seed1/videos; \
-	else echo "(videos/render.py not built yet: skipping the K-labelled video)"; fi
+	$(PY) analysis/seed_stats.py --runs $(DEMO_RUNS)
+	$(PY) analysis/curves.py --runs $(DEMO_RUNS) --phases $(DEMO_PHASE) --out $(DEMO_RUNS)/$(DEMO_PHASE)/curves.png
+	$(PY) videos/render.py --run $(DEMO_RUNS)/$(DEMO_PHASE)/default/seed1

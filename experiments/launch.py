@@ -32,7 +32,9 @@ from tdmpc_glass.config import Config, ConfigError, config_from_dict, flatten, p
 
 RUNS_ENV = "TDMPC_GLASS_RUNS"
 CONFIG_FILE = "config.yaml"
-EXTENDABLE_KEYS = ("train.steps",)  # may differ from an existing run's config.yaml: raising it extends the run
+# may differ from an existing run's config.yaml: raising train.steps extends the run; videos at evaluation
+# can be switched on or off for a run already going
+EXTENDABLE_KEYS = ("train.steps", "train.video_at_eval")
 
 
 # ---- resolving what to run ----------------------------------------------------------------------------------
@@ -193,9 +195,11 @@ def cmd_sweep(args) -> int:
 
 def describe_record(resolved: Resolved, seeds: list[int], root: Path) -> dict:
     from tdmpc_glass.envs import task_spec
+    from tdmpc_glass.multitask import model_obs_dim
     from tdmpc_glass.world_model import count_params
 
-    obs_dim, act_dim = task_spec(resolved.cfg.task)
+    env_obs_dim, act_dim = task_spec(resolved.cfg.task)
+    obs_dim = model_obs_dim(resolved.cfg, env_obs_dim)  # + one task-id entry per task when multi-task
     phase = resolved.phase
     return {
         "phase": phase.name, "variant": resolved.variant, "description": phase.description,

@@ -16,6 +16,9 @@ class QuadraticWorld(eqx.Module):
     def encode(self, obs):
         return obs
 
+    def policy_input(self, z):
+        return z
+
     def next(self, z, a):
         return z
 
