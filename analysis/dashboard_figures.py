@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from analysis import curves
 from analysis.colors import phase_color
+from tdmpc_glass.render import true_spans
 
 METRIC_TITLES = {"mppi_return": "MPPI score (mppi_return)", "pi_return": "pi score (pi_return)"}
 # Glass diagnostics in train.csv (tdmpc_glass/glass.py glass_terms' diag), grouped into panels
@@ -46,22 +47,10 @@ def _list(values) -> list:
     return out
 
 
-def _segments(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, stop) index ranges where mask is True."""
-    out, start = [], None
-    for i, m in enumerate(list(mask) + [False]):
-        if m and start is None:
-            start = i
-        elif not m and start is not None:
-            out.append((start, i))
-            start = None
-    return out
-
-
 def band_polygon(steps: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[list, list]:
     """x, y of a closed polygon per stretch where the band is defined, separated by None (fill='toself')."""
     xs, ys = [], []
-    for start, stop in _segments(np.isfinite(low) & np.isfinite(high)):
+    for start, stop in true_spans(np.isfinite(low) & np.isfinite(high)):
         if xs:
             xs.append(None)
             ys.append(None)

@@ -309,8 +309,8 @@ def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- K timeline
-def _spans(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) runs of True."""
+def true_spans(mask) -> list[tuple[int, int]]:
+    """[start, end) index ranges where a boolean sequence is True (also the dashboard's CI-band gaps)."""
     spans, start = [], None
     for t, m in enumerate(list(mask) + [False]):
         if m and start is None:
@@ -339,7 +339,7 @@ def timeline_figure(items: Sequence[tuple[str, object]], path: Path, dt: float) 
         t = np.arange(ep.steps)
         contact = ep.contact
         if contact is not None:
-            for a, b in _spans(contact):
+            for a, b in true_spans(contact):
                 ax.axvspan(a - 0.5, b - 0.5, color="#bbbbbb", alpha=0.45, lw=0)
         ax.step(t, ep.k, where="mid", color="#555555", lw=0.6, alpha=0.6)
         ax.scatter(t, ep.k, c=[k_colour(k) for k in ep.k], s=9, marker="s", lw=0, zorder=3)
