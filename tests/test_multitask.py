@@ -1,9 +1,7 @@
 """Multi-task hop+stand (tdmpc_glass/multitask.py, research log 10.8): the usage controller, per-env tasks in
 the env pool, the task id in the observation, config checks, and a multi-task training run that resumes."""
-import csv
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +10,10 @@ import pytest
 from tdmpc_glass.config import check
 from tdmpc_glass.envs import EnvPool
 from tdmpc_glass.multitask import TaskSampler, one_hot, target_usage, with_task_id
-from tdmpc_glass.train import Trainer, train
+from tdmpc_glass.train import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_script import tiny_config  # noqa: E402
+from train_script import assert_extension_reproduces, rows, tiny_config  # noqa: E402
 
 TASKS = ["hopper-hop", "hopper-stand"]
 
@@ -125,11 +123,6 @@ def test_bad_multitask_settings_name_their_key(edit, key):
         check(single)
 
 
-def rows(path, drop=("wall_time_s", "updates_per_s", "env_steps_per_s")):
-    with open(path, newline="") as f:
-        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
-
-
 @pytest.mark.slow
 def test_multitask_run_logs_p_evaluates_on_hop_and_resumes_exactly(tmp_path):
     cfg = mt_config(eta=1.0, steps=240, eval_freq=80)
@@ -147,9 +140,4 @@ def test_multitask_run_logs_p_evaluates_on_hop_and_resumes_exactly(tmp_path):
         assert len(rows(run / "eval.csv")) == 4
     # p moved off u* for some seed at some point (the controller ran)
     assert any(float(r["task_p_hopper-hop"]) != 0.5 for run in full for r in rows(run / "train.csv"))
-    parts = [tmp_path / "parts" / "seed1", tmp_path / "parts" / "seed2"]
-    assert train(replace(cfg, train=replace(cfg.train, steps=160)), [1, 2], parts, progress=False) == 0
-    assert train(cfg, [1, 2], parts, progress=False) == 0
-    for run, ref in zip(parts, full):
-        assert rows(run / "eval.csv") == rows(ref / "eval.csv")
-        assert rows(run / "train.csv") == rows(ref / "train.csv")
+    assert_extension_reproduces(cfg, [1, 2], full, tmp_path / "parts", stop_at=160)

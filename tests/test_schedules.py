@@ -10,16 +10,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from tdmpc_glass import agent, checkpoint, schedules
-from tdmpc_glass.config import Config, ScheduleConfig, check
+from tdmpc_glass.config import ScheduleConfig, check
 from tdmpc_glass.train import RESTARTS_DIR, Trainer, begin_restart, train
 from tdmpc_glass.world_model import make_networks
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_script import tiny_config  # noqa: E402
+from train_script import assert_extension_reproduces, rows as csv_rows, tiny_config  # noqa: E402
 
 OBS, ACT = 15, 4
 
@@ -258,13 +257,6 @@ def events(run):
     return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
 
 
-def csv_rows(path, drop=("wall_time_s", "updates_per_s", "env_steps_per_s")):
-    import csv
-
-    with open(path, newline="") as f:
-        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
-
-
 @pytest.mark.slow
 def test_scheduled_run_logs_its_events_does_not_retrace_and_resumes_exactly(tmp_path):
     cfg = schedule_config(steps=240, eval_freq=80)
@@ -285,12 +277,7 @@ def test_scheduled_run_logs_its_events_does_not_retrace_and_resumes_exactly(tmp_
         noise = {int(r["env_step"]): float(r["action_noise_std"]) for r in rows}
         assert noise[240] == pytest.approx(0.1) and noise[80] > noise[200]
     # stopped at 160 (done), then extended to 240: the same rows as the uninterrupted run
-    parts = [tmp_path / "parts" / "seed1", tmp_path / "parts" / "seed2"]
-    assert train(replace(cfg, train=replace(cfg.train, steps=160)), [1, 2], parts, progress=False) == 0
-    assert train(cfg, [1, 2], parts, progress=False) == 0
-    for run, ref in zip(parts, full):
-        assert csv_rows(run / "eval.csv") == csv_rows(ref / "eval.csv")
-        assert csv_rows(run / "train.csv") == csv_rows(ref / "train.csv")
+    assert_extension_reproduces(cfg, [1, 2], full, tmp_path / "parts", stop_at=160)
 
 
 def restart_config(**train):

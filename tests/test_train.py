@@ -1,5 +1,4 @@
 """The training loop as a user runs it: outputs, resume after SIGKILL, signals, no retracing."""
-import csv
 import json
 import os
 import signal
@@ -13,7 +12,7 @@ import pytest
 from tdmpc_glass.train import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_script import tiny_config  # noqa: E402
+from train_script import rows, tiny_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).parent / "train_script.py"
@@ -24,11 +23,6 @@ def launch(run_dirs, seeds=(1, 2), **train):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, str(SCRIPT), spec], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def rows(path, drop=("wall_time_s", "updates_per_s", "env_steps_per_s")):
-    with open(path, newline="") as f:
-        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
 
 
 @pytest.fixture(scope="module")
