@@ -9,12 +9,14 @@
 #   make video RUN=runs/<phase>/<variant>/seed<k> [CHECKPOINT=latest|best|<env_step>] [POLICY=mppi|pi]
 #              [EPISODES=n] [VIDEO_SEED=s] [MAX_STEPS=n] [OUT=dir] [GRID="run run ..."]   K-labelled rollout video
 #   make dashboard [RUNS=dir] [PORT=5055] [HOST=127.0.0.1]          live dashboard of a runs root (analysis/dashboard.py)
+#
+# Every target calls the `tdmpc-glass` console command (pyproject.toml [project.scripts]; experiments/cli.py).
 
 PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-LAUNCH := $(PY) -m experiments.launch
+CLI := $(VENV)/bin/tdmpc-glass
 
 # Optional arguments become launcher flags only when given, so $TDMPC_GLASS_RUNS keeps working without RUNS=.
 PHASE_FLAGS := $(if $(SEED),--seeds $(SEED)) $(if $(VARIANT),--variant $(VARIANT)) $(if $(STEPS),--steps $(STEPS))
@@ -43,26 +45,26 @@ test-slow: $(STAMP)
 
 phase: $(STAMP)
 	@test -n "$(PHASE)" || { echo "usage: make phase PHASE=<name> SEED=<k or a-b> [VARIANT=v] [STEPS=n] [RUNS=dir]" >&2; exit 2; }
-	$(LAUNCH) run $(PHASE) $(PHASE_FLAGS) $(RUNS_FLAG)
+	$(CLI) run $(PHASE) $(PHASE_FLAGS) $(RUNS_FLAG)
 
 # BACKEND=ray starts Ray on this machine unless ADDRESS= names a cluster (README "Sweeps on Ray")
 sweep: $(STAMP)
 	@test -n "$(PHASE)" || { echo "usage: make sweep PHASE=<name> SEED=<k or a-b> [BACKEND=local|ray] [ADDRESS=host:6379|auto] [GPUS=g] [VARIANT=v] [STEPS=n] [RUNS=dir]" >&2; exit 2; }
-	$(LAUNCH) sweep $(PHASE) $(PHASE_FLAGS) $(RUNS_FLAG) --backend $(or $(BACKEND),local) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(GPUS),--num-gpus $(GPUS))
+	$(CLI) sweep $(PHASE) $(PHASE_FLAGS) $(RUNS_FLAG) --backend $(or $(BACKEND),local) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(GPUS),--num-gpus $(GPUS))
 
 describe: $(STAMP)
 	@test -n "$(PHASE)" || { echo "usage: make describe PHASE=<name> [VARIANT=v] [STEPS=n]" >&2; exit 2; }
-	$(LAUNCH) describe $(PHASE) $(PHASE_FLAGS) $(RUNS_FLAG)
+	$(CLI) describe $(PHASE) $(PHASE_FLAGS) $(RUNS_FLAG)
 
 validate: $(STAMP)
-	$(LAUNCH) validate --all
+	$(CLI) validate --all
 
 list: $(STAMP)
-	$(LAUNCH) list
+	$(CLI) list
 
 # the live dashboard (analysis/dashboard.py); $(STAMP) installs the dashboard extra
 dashboard: $(STAMP)
-	$(PY) analysis/dashboard.py $(if $(RUNS),--runs $(RUNS)) --port $(or $(PORT),5055) $(if $(HOST),--host $(HOST))
+	$(CLI) dashboard $(if $(RUNS),--runs $(RUNS)) --port $(or $(PORT),5055) $(if $(HOST),--host $(HOST))
 
 # K-labelled rollout video, CSV, K timeline and summary of a checkpoint (videos/render.py; README "Videos");
 # GRID="run run ..." tiles several runs side by side (with RUN, it comes first)
@@ -71,19 +73,19 @@ VIDEO_FLAGS := $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(POLICY),--p
 	$(if $(MAX_STEPS),--max-steps $(MAX_STEPS)) $(if $(OUT),--out $(OUT))
 video: $(STAMP)
 	@test -n "$(RUN)$(GRID)" || { echo "usage: make video RUN=runs/<phase>/<variant>/seed<k> [CHECKPOINT=latest|best|<env_step>] [POLICY=mppi|pi] [EPISODES=n] [VIDEO_SEED=s] [MAX_STEPS=n] [OUT=dir] [GRID=\"run ...\"]" >&2; exit 2; }
-	$(PY) videos/render.py $(if $(RUN),--run $(RUN)) $(if $(GRID),--grid $(GRID)) $(VIDEO_FLAGS)
+	$(CLI) video $(if $(RUN),--run $(RUN)) $(if $(GRID),--grid $(GRID)) $(VIDEO_FLAGS)
 
 bench: $(STAMP)
-	$(PY) -m experiments.bench --size 1 --seeds 1 2 --num-samples 128 --envs 1 4 --out bench.jsonl
+	$(CLI) bench --size 1 --seeds 1 2 --num-samples 128 --envs 1 4 --out bench.jsonl
 
 # The demo: train phases/demo_glass.yaml (the tiny TD-MPC2 with Glass on, so the video can label clusters; 2 seeds
 # vmapped in one process; re-running resumes), then its seed statistics, learning curves and a K-labelled video.
 demo: demo-train demo-analysis
 
 demo-train: $(STAMP)
-	$(LAUNCH) run $(DEMO_PHASE) --seeds 1-2 $(RUNS_FLAG)
+	$(CLI) run $(DEMO_PHASE) --seeds 1-2 $(RUNS_FLAG)
 
 demo-analysis: demo-train
-	$(PY) analysis/seed_stats.py --runs $(DEMO_RUNS)
-	$(PY) analysis/curves.py --runs $(DEMO_RUNS) --phases $(DEMO_PHASE) --out $(DEMO_RUNS)/$(DEMO_PHASE)/curves.png
-	$(PY) videos/render.py --run $(DEMO_RUNS)/$(DEMO_PHASE)/default/seed1
+	$(CLI) stats --runs $(DEMO_RUNS)
+	$(CLI) curves --runs $(DEMO_RUNS) --phases $(DEMO_PHASE) --out $(DEMO_RUNS)/$(DEMO_PHASE)/curves.png
+	$(CLI) video --run $(DEMO_RUNS)/$(DEMO_PHASE)/default/seed1

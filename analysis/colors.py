@@ -17,6 +17,8 @@ from __future__ import annotations
 import colorsys
 import hashlib
 
+from tdmpc_glass.runlayout import DEFAULT_VARIANT
+
 PINNED = ("z", "1b", "f", "aa", "t", "j", "o", "p", "baseline", "x", "ab", "ac", "g", "y", "h", "m", "1c", "d_v2",
           "e", "i", "k", "l", "n", "v", "P", "Pa", "q_knee", "r1_soft", "r2_gait", "rstack")
 GOLDEN = 0.6180339887498949
@@ -40,13 +42,10 @@ def phase_color(label: str) -> str:
     """'#rrggbb' for a phase label `phase` or `phase:variant`."""
     phase, _, variant = str(label).partition(":")
     hue, lightness, saturation = _base(phase)
-    if variant and variant != "default":
+    if variant and variant != DEFAULT_VARIANT:
         shift = _digest(f"{phase}:{variant}")
         lightness = 0.28 + 0.34 * shift[0] / 255
         saturation = 0.50 + 0.45 * shift[1] / 255
     r, g, b = colorsys.hls_to_rgb(hue, lightness, saturation)
     return "#{:02x}{:02x}{:02x}".format(*(round(c * 255) for c in (r, g, b)))
 
-
-def phase_colors(labels) -> dict[str, str]:
-    return {label: phase_color(label) for label in labels}

@@ -21,10 +21,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `import analysis` work from any directory
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -33,8 +30,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from analysis.colors import phase_color  # noqa: E402
-from analysis.runs import (AnalysisError, PhaseNames, Run, load_runs, phase_catalogue, runs_root,  # noqa: E402
-                           split_label)
+from analysis.runs import AnalysisError, PhaseNames, Run, load_runs, phase_catalogue, split_label  # noqa: E402
+from tdmpc_glass.runlayout import DEFAULT_VARIANT, RUNS_ENV, TRAIN, runs_root  # noqa: E402
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference_data"
 EVAL_METRICS = ("mppi_return", "mppi_return_std", "pi_return", "pi_return_std")
@@ -58,7 +55,7 @@ def select_runs(runs: list[Run], labels: list[str], names: PhaseNames) -> dict[s
             phase, variant = split_label(label)
             variants = sorted(r.label for r in runs if r.phase == phase)
             hint = (f"; phase {phase} has variants: {', '.join(sorted(set(variants)))}" if variants and
-                    variant == "default" else f"; phases: {', '.join(known)}")
+                    variant == DEFAULT_VARIANT else f"; phases: {', '.join(known)}")
             raise AnalysisError(f"no runs for '{raw}'{hint}")
         out[label] = chosen
     return out
@@ -239,12 +236,12 @@ def plot_curves(runs_by_label: dict[str, list[Run]], metric: str = "mppi_return"
 
 # ---- command line ----------------------------------------------------------------------------------------------
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="curves.py", description="Learning curves: mean over seeds with a 95% "
                                 "bootstrap band against env steps.")
     p.add_argument("--phases", nargs="+", required=True, metavar="LABEL", help="phase labels, e.g. 1b f aa:k128")
-    p.add_argument("--runs", default=None, metavar="DIR", help="runs root (default: $TDMPC_GLASS_RUNS, else ./runs)")
-    p.add_argument("--metric", default="mppi_return", help="mppi_return, pi_return or a train.csv column")
+    p.add_argument("--runs", default=None, metavar="DIR", help=f"runs root (default: ${RUNS_ENV}, else ./runs)")
+    p.add_argument("--metric", default="mppi_return", help=f"mppi_return, pi_return or a {TRAIN} column")
     p.add_argument("--out", default="curves.png", help="figure file; .png, .svg or .pdf (default curves.png)")
     p.add_argument("--reference", action="store_true", help="overlay the published curves of the runs' task")
     p.add_argument("--reps", type=int, default=1000, help="bootstrap resamples for the bands (1000)")

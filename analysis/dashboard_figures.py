@@ -1,4 +1,4 @@
-"""Plotly figures and small text helpers for the dashboard (analysis/dashboard.py); no Dash, no I/O of its own.
+"""Plotly figures and small text helpers for the dashboard's pages; no Dash, no I/O of its own.
 
 The learning curves use analysis/curves.py's computation (curve_summary: seeds aligned on env steps, the mean,
 the 95% percentile-bootstrap band) and analysis/colors.py's stable colour per phase, so a phase looks the same
@@ -15,12 +15,13 @@ import math
 
 import numpy as np
 import pandas as pd
+
 from analysis import curves
 from analysis.colors import phase_color
-from tdmpc_glass.render import true_spans
+from tdmpc_glass.runlayout import EVAL, TRAIN
 
 METRIC_TITLES = {"mppi_return": "MPPI score (mppi_return)", "pi_return": "pi score (pi_return)"}
-# Glass diagnostics in train.csv (tdmpc_glass/glass.py glass_terms' diag), grouped into panels
+# Glass diagnostics in train.csv (the trainer's Glass diagnostics columns), grouped into panels
 GLASS_PANELS = (("structural entropy", ("se", "h1", "resistance", "se_hier")),
                 ("active prototypes / clusters", ("active_prototypes", "active_clusters")),
                 ("K switch rate", ("k_switch_rate",)),
@@ -47,10 +48,17 @@ def _list(values) -> list:
     return out
 
 
+def defined_stretches(defined: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) index pairs of the runs of True in a boolean array: where a 0/1 step changes, a stretch
+    starts (0 -> 1) or stops (1 -> 0); padding with 0 at both ends closes stretches touching an end."""
+    changes = np.flatnonzero(np.diff(np.concatenate(([0], np.asarray(defined, dtype=np.int8), [0]))))
+    return [(int(start), int(stop)) for start, stop in changes.reshape(-1, 2)]
+
+
 def band_polygon(steps: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[list, list]:
     """x, y of a closed polygon per stretch where the band is defined, separated by None (fill='toself')."""
     xs, ys = [], []
-    for start, stop in true_spans(np.isfinite(low) & np.isfinite(high)):
+    for start, stop in defined_stretches(np.isfinite(low) & np.isfinite(high)):
         if xs:
             xs.append(None)
             ys.append(None)
@@ -184,7 +192,7 @@ def thin(frame: pd.DataFrame, max_points: int = MAX_TRAIN_POINTS) -> pd.DataFram
 def run_eval_figure(eval_frame: pd.DataFrame, label: str) -> dict:
     """One run's MPPI and pi scores against env steps, with +- one std over the evaluation episodes."""
     if eval_frame.empty or "env_step" not in eval_frame:
-        return empty_figure("no evaluation yet (eval.csv is empty or missing)")
+        return empty_figure(f"no evaluation yet ({EVAL} is empty or missing)")
     colour = phase_color(label)
     data = []
     frame = eval_frame.apply(pd.to_numeric, errors="coerce").dropna(subset=["env_step"]).sort_values("env_step")
@@ -213,7 +221,7 @@ def glass_figure(train: pd.DataFrame) -> dict:
     panels = [(title, [c for c in columns if c in train]) for title, columns in GLASS_PANELS]
     panels = [(t, cols) for t, cols in panels if cols and "env_step" in train]
     if not panels:
-        return empty_figure("no Glass diagnostics in train.csv (Glass off, or no training row yet)", height=200)
+        return empty_figure(f"no Glass diagnostics in {TRAIN} (Glass off, or no training row yet)", height=200)
     frame = thin(train)
     gap = 0.06
     width = (1 - gap * (len(panels) - 1)) / len(panels)
@@ -230,7 +238,7 @@ def glass_figure(train: pd.DataFrame) -> dict:
             data.append(scatter(frame["env_step"], frame[column], column, xaxis=f"x{suffix}", yaxis=f"y{suffix}",
                                 line={"color": PALETTE[i % len(PALETTE)], "width": 1.5}))
             i += 1
-    return figure(data, "Glass diagnostics (train.csv)", 350, margin={"t": 70, "b": 95}, annotations=titles,
+    return figure(data, f"Glass diagnostics ({TRAIN})", 350, margin={"t": 70, "b": 95}, annotations=titles,
                   legend={"orientation": "h", "y": -0.42}, uirevision="glass", **layout)
 
 
@@ -252,12 +260,12 @@ def lines_figure(train: pd.DataFrame, columns, title: str, message: str, right: 
 
 
 def throughput_figure(train: pd.DataFrame) -> dict:
-    return lines_figure(train, THROUGHPUT_COLUMNS, "throughput (train.csv): env steps/s and updates/s",
-                        "no throughput yet (train.csv is empty or missing)", right=("updates_per_s",))
+    return lines_figure(train, THROUGHPUT_COLUMNS, f"throughput ({TRAIN}): env steps/s and updates/s",
+                        f"no throughput yet ({TRAIN} is empty or missing)", right=("updates_per_s",))
 
 
 def losses_figure(train: pd.DataFrame) -> dict:
-    return lines_figure(train, LOSS_COLUMNS, "losses (train.csv)", "no losses yet (train.csv is empty or missing)")
+    return lines_figure(train, LOSS_COLUMNS, f"losses ({TRAIN})", f"no losses yet ({TRAIN} is empty or missing)")
 
 
 # ---- text ------------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""The one run loader that every analysis tool, the dashboard and the video tools share.
+"""The one run loader that every analysis tool and the dashboard share.
 
-A runs root holds `<root>/<phase>/<variant>/seed<k>/` directories (INTERFACES.md, "Runs layout"):
-config.yaml, eval.csv, train.csv, status.json, events.jsonl, checkpoints/, videos/. The loader is lenient
-the way a researcher's disk is messy:
+A runs root holds `<root>/<phase>/<variant>/seed<k>/` directories, laid out as tdmpc_glass/runlayout.py
+describes (config.yaml, eval.csv, train.csv, status.json, events.jsonl, checkpoints/, videos/; every name is
+taken from that module). The loader is lenient the way a researcher's disk is messy:
 
 - running, interrupted and failed runs load like finished ones (a run is whatever of its files can be read);
 - a CSV whose writer was cut mid-row loses only that partial last row; missing or empty files read as empty;
@@ -28,21 +28,15 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from tdmpc_glass import runlayout
+from tdmpc_glass.runlayout import DEFAULT_VARIANT, RUN_FILES, seed_of
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PHASES_DIR = REPO_ROOT / "phases"
-RUNS_ENV = "TDMPC_GLASS_RUNS"
-DEFAULT_VARIANT = "default"
-SEED_DIR = re.compile(r"^seed(\d+)$")
-RUN_FILES = ("config.yaml", "eval.csv", "train.csv", "status.json", "events.jsonl")
 
 
 class AnalysisError(ValueError):
     """A problem with the input that the command-line tools report as one line `error: ...` and exit 2."""
-
-
-def runs_root(arg: str | os.PathLike | None = None) -> Path:
-    """The runs root: the --runs argument, else $TDMPC_GLASS_RUNS, else ./runs."""
-    return Path(arg or os.environ.get(RUNS_ENV) or "runs")
 
 
 # ---- lenient readers -------------------------------------------------------------------------------------------
@@ -77,14 +71,6 @@ def read_yaml(path: str | os.PathLike) -> dict:
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def read_json(path: str | os.PathLike) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -132,13 +118,14 @@ def phase_catalogue(phases_dir: str | os.PathLike | None = PHASES_DIR) -> dict[s
         out[name] = PhaseInfo(
             name=name,
             description=" ".join(str(data.get("description") or "").split()),
-            benchmark_fair=_as_bool(data.get("benchmark_fair", True)),
+            benchmark_fair=as_bool(data.get("benchmark_fair", True)),
             aliases=[str(a) for a in data.get("aliases") or [] if a is not None],
             variants=[str(v) for v in variants] if isinstance(variants, dict) else [])
     return out
 
 
-def _as_bool(value, default: bool = True) -> bool:
+def as_bool(value, default: bool = True) -> bool:
+    """A yes/no cell of a YAML or CSV file (true/false, 1/0, yes/no, on/off ...); `default` when blank or unclear."""
     if isinstance(value, bool):
         return value
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -239,18 +226,18 @@ class Run:
 
     @cached_property
     def eval(self) -> pd.DataFrame:
-        return read_csv(self.path / "eval.csv")
+        return read_csv(self.path / runlayout.EVAL)
 
     def train(self) -> pd.DataFrame:
         """train.csv, read on demand (it can be large); not cached, so a live reader sees new rows."""
-        return read_csv(self.path / "train.csv")
+        return read_csv(self.path / runlayout.TRAIN)
 
     def events(self) -> list[dict]:
-        return read_jsonl(self.path / "events.jsonl")
+        return read_jsonl(self.path / runlayout.EVENTS)
 
     @cached_property
     def status_record(self) -> dict:
-        return read_json(self.path / "status.json")
+        return runlayout.read_status(self.path)
 
     @property
     def status(self) -> str:
@@ -290,7 +277,7 @@ class Run:
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and SEED_DIR.match(path.name) is not None and any((path / f).is_file() for f in RUN_FILES)
+    return path.is_dir() and seed_of(path) is not None and any((path / f).is_file() for f in RUN_FILES)
 
 
 def find_run_dirs(root: Path) -> list[Path]:
@@ -317,7 +304,7 @@ def load_runs(root: str | os.PathLike, phases_dir: str | os.PathLike | None = PH
     names = names if names is not None else PhaseNames(phase_catalogue(phases_dir))
     found = []
     for seed_dir in find_run_dirs(root):
-        record = read_yaml(seed_dir / "config.yaml")
+        record = read_yaml(seed_dir / runlayout.CONFIG)
         meta = record.get("phase")
         meta = meta if isinstance(meta, dict) else {"name": meta} if isinstance(meta, str) and meta else {}
         recorded = str(meta.get("name") or seed_dir.parent.parent.name)
@@ -330,10 +317,10 @@ def load_runs(root: str | os.PathLike, phases_dir: str | os.PathLike | None = PH
         phase = names.canonical(recorded)
         info = names.catalogue.get(phase)
         # unfair if the run's record or the phase file says so: a phase marked unfair later never counts for G1/G2
-        fair = _as_bool(meta.get("benchmark_fair"), True) and (info.benchmark_fair if info else True)
+        fair = as_bool(meta.get("benchmark_fair"), True) and (info.benchmark_fair if info else True)
         description = " ".join(str(meta.get("description") or (info.description if info else "")).split())
         runs.append(Run(path=seed_dir, phase=phase, variant=str(meta.get("variant") or seed_dir.parent.name),
-                        seed=int(SEED_DIR.match(seed_dir.name).group(1)), filed_as=seed_dir.parent.parent.name,
+                        seed=seed_of(seed_dir), filed_as=seed_dir.parent.parent.name,
                         benchmark_fair=fair, description=description, record=record))
     return sorted(runs, key=lambda r: (natural_key(r.phase), natural_key(r.variant), r.seed))
 

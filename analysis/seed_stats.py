@@ -22,6 +22,11 @@ Tables.
 a side has fewer than 5 seeds. Output: Markdown (default), CSV (the per-seed, per-phase and ledger tables, blank
 line between) or one JSON object; --out DIR also writes per_seed.csv, per_phase.csv, ledger.csv (compare.csv).
 Bad input (missing runs root, no runs, a CSV with wrong columns) prints one line `error: ...` and exits 2.
+
+From Python (the dashboard's ledger page does this), the same report without a command line:
+
+  report = seed_stats.stats_report(runs="runs", imports=["a.csv"], threshold=500, ceiling=600, reps=2000)
+  print(seed_stats.render_markdown(report))
 """
 from __future__ import annotations
 
@@ -30,16 +35,14 @@ import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `import analysis` work from any directory
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from analysis.runs import (RUNS_ENV, AnalysisError, PhaseNames, _as_bool, load_runs, natural_key,  # noqa: E402
-                           phase_catalogue, runs_root, split_label)
+from analysis.runs import AnalysisError, PhaseNames, as_bool, load_runs, natural_key, phase_catalogue, split_label
+from tdmpc_glass.runlayout import DEFAULT_VARIANT, EVAL, RUNNING, RUNS_ENV, runs_root
 
 IMPORT_REQUIRED = ("phase", "seed", "best_mppi")
 PER_SEED_KEYS = ("seed", "n_phases", "mean", "median", "max", "min", "times_best", "times_worst")
@@ -50,6 +53,9 @@ LEDGER_KEYS = ("phase", "description", "benchmark_fair", "n_seeds", "seeds", "be
 BOOTSTRAP_ENGINES = ("numpy", "rliable")  # = uncertainty.ENGINES; that module is imported late (scipy is slow)
 MIN_SEEDS_G1 = 5
 MIN_SEEDS_COMPARE = 5
+DEFAULT_THRESHOLD = 500.0  # a seed hits when its best MPPI is at least this
+DEFAULT_CEILING = 600.0  # G2: some seed's best MPPI is at least this
+DEFAULT_REPS = 2000  # bootstrap resamples
 
 
 def warn(message: str) -> None:
@@ -126,7 +132,7 @@ def read_import(path: Path, names: PhaseNames) -> pd.DataFrame:
         description = " ".join(str(record.get("description", "")).split()) or (info.description if info else "")
         rows.append({"phase": label, "seed": seed, "best_mppi": best,
                      # unfair if the CSV or the phase file says so
-                     "benchmark_fair": _as_bool(record.get("benchmark_fair") or None, True) and fair_default,
+                     "benchmark_fair": as_bool(record.get("benchmark_fair") or None, True) and fair_default,
                      "env_steps": env_steps, "description": description, "status": "imported",
                      "source": str(path)})
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
@@ -152,26 +158,40 @@ def combine(run_results: pd.DataFrame, imports: list[pd.DataFrame]) -> pd.DataFr
 
 def label_key(label: str) -> tuple:
     phase, variant = split_label(label)
-    return natural_key(phase), natural_key(variant) if variant != "default" else ()
+    return natural_key(phase), natural_key(variant) if variant != DEFAULT_VARIANT else ()
 
 
-def gather(args, names: PhaseNames) -> pd.DataFrame:
-    imports = [read_import(Path(p), names) for p in args.imports or []]
+def phase_names(phases_dir: str | os.PathLike | None = None) -> PhaseNames:
+    """The phase names of phases/*.yaml (or of another phases folder), to resolve labels and aliases with."""
+    return PhaseNames(phase_catalogue(phases_dir) if phases_dir else phase_catalogue())
+
+
+def gather(runs: str | os.PathLike | None = None, imports: Sequence[str | os.PathLike] = (),
+           names: PhaseNames | None = None) -> pd.DataFrame:
+    """One row per (phase label, seed) from a runs root and imported CSVs (RESULT_COLUMNS).
+
+    runs: the runs root; None means $TDMPC_GLASS_RUNS, else ./runs, except that with `imports` and no
+    $TDMPC_GLASS_RUNS only the imports are read. names: updated with the aliases the runs declare (default:
+    phases/*.yaml's). Raises AnalysisError for a missing root, no runs or no results, or a bad CSV.
+    """
+    names = names if names is not None else phase_names()
+    imports = list(imports or [])
+    imported = [read_import(Path(p), names) for p in imports]
     run_results = pd.DataFrame(columns=list(RESULT_COLUMNS))
-    if args.runs or not args.imports or os.environ.get(RUNS_ENV):
-        root = runs_root(args.runs)
+    if runs or not imports or os.environ.get(RUNS_ENV):
+        root = runs_root(runs)
         run_results, n_runs = results_from_runs(root, names)
-        if not args.imports:
+        if not imports:
             if n_runs == 0:
                 raise AnalysisError(f"no runs found under {root} (expected <phase>/<variant>/seed<k>/ folders)")
             if run_results.empty:
-                raise AnalysisError(f"no evaluations yet under {root}: {n_runs} runs found, none has an eval.csv row")
+                raise AnalysisError(f"no evaluations yet under {root}: {n_runs} runs found, none has an {EVAL} row")
         elif n_runs == 0:
             warn(f"no runs found under {root}; using the imports only")
-        if len(imports):  # an import read before the runs' aliases were known: resolve its labels again
-            for frame in imports:
+        if len(imported):  # an import read before the runs' aliases were known: resolve its labels again
+            for frame in imported:
                 frame["phase"] = frame["phase"].map(names.label)
-    results = combine(run_results, imports)
+    results = combine(run_results, imported)
     if results.empty:
         raise AnalysisError("no results: the imported CSVs have no rows")
     return results
@@ -218,7 +238,7 @@ def ledger_table(results: pd.DataFrame, threshold: float, ceiling: float, reps: 
     out = []
     for phase, group in results.groupby("phase", sort=False):
         values = group["best_mppi"].to_numpy(float)
-        fair = bool(group["benchmark_fair"].map(_as_bool).all())
+        fair = bool(group["benchmark_fair"].map(as_bool).all())
         hits = int((values >= threshold).sum())
         descriptions = [d for d in group["description"] if isinstance(d, str) and d]
         steps = pd.to_numeric(group["env_steps"], errors="coerce").dropna()
@@ -230,7 +250,7 @@ def ledger_table(results: pd.DataFrame, threshold: float, ceiling: float, reps: 
                "G1": fair and len(values) >= MIN_SEEDS_G1 and hits == len(values),
                "G2": fair and bool((values >= ceiling).any()),
                "env_steps": int(steps.max()) if len(steps) else None,
-               "n_running": int((group["status"] == "running").sum())}
+               "n_running": int((group["status"] == RUNNING).sum())}
         row.update(uncertainty.iqm_and_mean(values, reps=reps, engine=engine))
         out.append({key: row[key] for key in LEDGER_KEYS})
     return out
@@ -260,33 +280,58 @@ def compare(results: pd.DataFrame, names: PhaseNames, a: str, b: str, reps: int,
             "welch_t": t, "welch_p": p, "reps": reps, "warnings": warnings}
 
 
-def build_report(results: pd.DataFrame, args, names: PhaseNames) -> dict:
+def build_report(results: pd.DataFrame, names: PhaseNames | None = None, *, threshold: float = DEFAULT_THRESHOLD,
+                 ceiling: float = DEFAULT_CEILING, reps: int = DEFAULT_REPS, bootstrap: str = "numpy",
+                 compare_phases: Sequence[str] | None = None) -> dict:
+    """The tables of `results` (gather's rows): {per_seed, per_phase, ledger, settings[, compare]}.
+
+    compare_phases: two phase labels (A, B) to add P(A > B) and Welch's test for, resolved through `names`.
+    bootstrap: "numpy" or "rliable" (uncertainty.ENGINES); uncertainty.EngineUnavailable where rliable's
+    library cannot be imported.
+    """
+    names = names if names is not None else phase_names()
     report = {"per_seed": per_seed_table(results), "per_phase": per_phase_table(results),
-              "ledger": ledger_table(results, args.threshold, args.ceiling, args.reps, args.bootstrap),
-              "settings": {"threshold": args.threshold, "ceiling": args.ceiling, "reps": args.reps,
-                           "bootstrap": args.bootstrap}}
-    if args.compare:
-        report["compare"] = compare(results, names, *args.compare, reps=args.reps, engine=args.bootstrap)
+              "ledger": ledger_table(results, threshold, ceiling, reps, bootstrap),
+              "settings": {"threshold": threshold, "ceiling": ceiling, "reps": reps, "bootstrap": bootstrap}}
+    if compare_phases:
+        report["compare"] = compare(results, names, *compare_phases, reps=reps, engine=bootstrap)
     return report
+
+
+def stats_report(runs: str | os.PathLike | None = None, imports: Sequence[str | os.PathLike] = (), *,
+                 threshold: float = DEFAULT_THRESHOLD, ceiling: float = DEFAULT_CEILING, reps: int = DEFAULT_REPS,
+                 bootstrap: str = "numpy", compare_phases: Sequence[str] | None = None,
+                 phases_dir: str | os.PathLike | None = None) -> dict:
+    """The report the command line prints, from plain arguments (the flags of the same names; compare_phases is
+    --compare A B, phases_dir another phases/ folder): gather, then build_report. Raises AnalysisError on bad
+    input, as the command line reports it."""
+    names = phase_names(phases_dir)
+    results = gather(runs, imports, names)
+    return build_report(results, names, threshold=threshold, ceiling=ceiling, reps=reps, bootstrap=bootstrap,
+                        compare_phases=compare_phases)
 
 
 # ---- output ----------------------------------------------------------------------------------------------------
 
-def _num(value, digits: int = 1) -> str:
+def fmt_num(value, digits: int = 1) -> str:
+    """A table cell: the number with `digits` decimals, "-" for None or NaN."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.{digits}f}"
 
 
-def _ci(low, high) -> str:
-    return "-" if low is None else f"[{_num(low)}, {_num(high)}]"
+def fmt_ci(low, high) -> str:
+    """A confidence interval cell "[low, high]", "-" without one (fewer than two seeds)."""
+    return "-" if low is None else f"[{fmt_num(low)}, {fmt_num(high)}]"
 
 
-def _seeds(seeds: list[int]) -> str:
+def fmt_seeds(seeds: list[int]) -> str:
+    """[1, 3] -> "s1, s3"."""
     return ", ".join(f"s{s}" for s in seeds)
 
 
-def _short(text: str, width: int = 70) -> str:
+def short_description(text: str, width: int = 70) -> str:
+    """The first sentence of a phase description, cut to `width` characters."""
     first = text.split(". ")[0].rstrip(".")
     return first if len(first) <= width else first[: width - 1].rstrip() + "…"
 
@@ -300,7 +345,7 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 def per_phase_wide(report: dict) -> tuple[list[str], list[list]]:
     seeds = sorted({s for p in report["per_phase"] for s in p["best_mppi"]})
     header = ["phase", *[f"s{s}" for s in seeds], "best_seed"]
-    rows = [[p["phase"], *[p["best_mppi"].get(s) for s in seeds], _seeds(p["best_seeds"])]
+    rows = [[p["phase"], *[p["best_mppi"].get(s) for s in seeds], fmt_seeds(p["best_seeds"])]
             for p in report["per_phase"]]
     return header, rows
 
@@ -313,25 +358,26 @@ def render_markdown(report: dict) -> str:
     parts.append("## Per-seed statistics (best MPPI over phases with at least 2 seeds)")
     if per_seed:
         parts.append(md_table(["seed", "n_phases", "mean", "median", "max", "min", "times_best", "times_worst"],
-                              [[f"s{r['seed']}", r["n_phases"], _num(r["mean"]), _num(r["median"]), _num(r["max"]),
-                                _num(r["min"]), r["times_best"], r["times_worst"]] for r in per_seed]))
+                              [[f"s{r['seed']}", r["n_phases"], fmt_num(r["mean"]), fmt_num(r["median"]),
+                                fmt_num(r["max"]), fmt_num(r["min"]), r["times_best"], r["times_worst"]]
+                               for r in per_seed]))
     else:
         parts.append("(no phase has 2 or more seeds)")
     header, rows = per_phase_wide(report)
     parts += ["## Per-phase best MPPI by seed",
-              md_table(header, [[r[0], *[_num(v) for v in r[1:-1]], r[-1]] for r in rows])]
+              md_table(header, [[r[0], *[fmt_num(v) for v in r[1:-1]], r[-1]] for r in rows])]
     ledger_rows = []
     for r in report["ledger"]:
         excluded = "excl." if not r["benchmark_fair"] else None
         ledger_rows.append([
             r["phase"] + ("" if r["benchmark_fair"] else " (unfair)"), "yes" if r["benchmark_fair"] else "**no**",
-            r["n_seeds"], f"{_num(r['best_mppi'])} ({_seeds(r['best_seeds'])})", f"{r['hits']}/{r['n_seeds']}",
+            r["n_seeds"], f"{fmt_num(r['best_mppi'])} ({fmt_seeds(r['best_seeds'])})", f"{r['hits']}/{r['n_seeds']}",
             excluded or ("**G1**" if r["G1"] else "no"), excluded or ("**G2**" if r["G2"] else "no"),
-            f"{_num(r['iqm'])} {_ci(r['iqm_ci_low'], r['iqm_ci_high'])}",
-            f"{_num(r['mean'])} {_ci(r['mean_ci_low'], r['mean_ci_high'])}",
+            f"{fmt_num(r['iqm'])} {fmt_ci(r['iqm_ci_low'], r['iqm_ci_high'])}",
+            f"{fmt_num(r['mean'])} {fmt_ci(r['mean_ci_low'], r['mean_ci_high'])}",
             "-" if r["env_steps"] is None else f"{r['env_steps']:,}" + (f" ({r['n_running']} running)"
                                                                         if r["n_running"] else ""),
-            _short(r["description"]) or "-"])
+            short_description(r["description"]) or "-"])
     parts += [f"## Phase ledger (hit: best MPPI >= {threshold:g}; G1: >= {MIN_SEEDS_G1} seeds, all hit; "
               f"G2: a seed >= {ceiling:g}; unfair phases never count for G1/G2)",
               md_table(["phase", "fair", "seeds", "best MPPI (seed)", "hit rate", "G1", "G2", "IQM [95% CI]",
@@ -344,11 +390,11 @@ def render_markdown(report: dict) -> str:
     if "compare" in report:
         c = report["compare"]
         lines = [f"## {c['a']} vs {c['b']}",
-                 f"- {c['a']}: {c['n_a']} seeds, mean {_num(c['mean_a'])}; {c['b']}: {c['n_b']} seeds, "
-                 f"mean {_num(c['mean_b'])}",
-                 f"- probability of improvement P({c['a']} > {c['b']}) = {_num(c['probability_of_improvement'], 3)} "
-                 f"(95% CI {_num(c['poi_ci_low'], 3)} to {_num(c['poi_ci_high'], 3)}, stratified bootstrap)",
-                 f"- Welch's t-test: t = {_num(c['welch_t'], 3)}, p = {_num(c['welch_p'], 4)}"]
+                 f"- {c['a']}: {c['n_a']} seeds, mean {fmt_num(c['mean_a'])}; {c['b']}: {c['n_b']} seeds, "
+                 f"mean {fmt_num(c['mean_b'])}",
+                 f"- probability of improvement P({c['a']} > {c['b']}) = {fmt_num(c['probability_of_improvement'], 3)} "
+                 f"(95% CI {fmt_num(c['poi_ci_low'], 3)} to {fmt_num(c['poi_ci_high'], 3)}, stratified bootstrap)",
+                 f"- Welch's t-test: t = {fmt_num(c['welch_t'], 3)}, p = {fmt_num(c['welch_p'], 4)}"]
         lines += [f"- **warning**: {w}" for w in c["warnings"]]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
@@ -402,18 +448,20 @@ def write_csvs(report: dict, out: Path) -> list[Path]:
 
 # ---- command line ----------------------------------------------------------------------------------------------
 
-def parse_args(argv=None) -> argparse.Namespace:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="seed_stats.py", description="Seed statistics, the phase ledger and "
                                 "honest comparisons of best MPPI over seeds.")
     p.add_argument("--runs", default=None, metavar="DIR", help=f"runs root (default: ${RUNS_ENV}, else ./runs)")
     p.add_argument("--import", dest="imports", nargs="+", metavar="CSV", default=[],
                    help="CSVs of results run elsewhere: phase, seed, best_mppi [, benchmark_fair, env_steps]")
-    p.add_argument("--threshold", type=float, default=500.0, help="a seed hits when best MPPI >= this (500)")
-    p.add_argument("--ceiling", type=float, default=600.0, help="G2: some seed's best MPPI >= this (600)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help=f"a seed hits when best MPPI >= this ({DEFAULT_THRESHOLD:g})")
+    p.add_argument("--ceiling", type=float, default=DEFAULT_CEILING,
+                   help=f"G2: some seed's best MPPI >= this ({DEFAULT_CEILING:g})")
     p.add_argument("--format", choices=("md", "csv", "json"), default="md")
     p.add_argument("--out", default=None, metavar="DIR", help="also write per_seed.csv, per_phase.csv, ledger.csv")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="P(A > B) with CI, Welch's t-test")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (2000)")
+    p.add_argument("--reps", type=int, default=DEFAULT_REPS, help=f"bootstrap resamples ({DEFAULT_REPS})")
     p.add_argument("--bootstrap", choices=BOOTSTRAP_ENGINES, default="numpy",
                    help="numpy: rliable's resampling draw for draw, vectorised (default); rliable: "
                         "rliable.library itself (same numbers, slower; needs an importable rliable.library)")
@@ -421,17 +469,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.reps < 1:
         p.error("--reps must be at least 1")
-    return args
+    from analysis.uncertainty import EngineUnavailable
 
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
     try:
-        names = PhaseNames(phase_catalogue(args.phases_dir) if args.phases_dir else phase_catalogue())
-        results = gather(args, names)
         try:
-            report = build_report(results, args, names)
-        except RuntimeError as e:  # --bootstrap rliable where rliable.library cannot be imported
+            report = stats_report(args.runs, args.imports, threshold=args.threshold, ceiling=args.ceiling,
+                                  reps=args.reps, bootstrap=args.bootstrap, compare_phases=args.compare,
+                                  phases_dir=args.phases_dir)
+        except EngineUnavailable as e:  # --bootstrap rliable where rliable.library cannot be imported
             raise AnalysisError(f"--bootstrap rliable: {e}") from None
         if args.out:
             try:

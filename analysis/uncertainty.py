@@ -61,12 +61,16 @@ def _draws(sizes: tuple[int, ...], reps: int) -> list[np.ndarray]:
     return [np.array([r[i] for r in rows]) for i in range(len(sizes))]
 
 
+class EngineUnavailable(RuntimeError):
+    """The rliable engine was asked for where rliable.library cannot be imported."""
+
+
 def _check_engine(engine: str) -> bool:
-    """True for the rliable engine; raises RuntimeError if it was asked for and cannot be imported."""
+    """True for the rliable engine; raises EngineUnavailable if it was asked for and cannot be imported."""
     if engine not in ENGINES:
         raise ValueError(f"unknown bootstrap engine {engine!r} (engines: {', '.join(ENGINES)})")
     if engine == "rliable" and rliable_library() is None:
-        raise RuntimeError("rliable.library cannot be imported here (rliable 1.2.0 needs arch < 8, and arch 7 "
+        raise EngineUnavailable("rliable.library cannot be imported here (rliable 1.2.0 needs arch < 8, and arch 7 "
                            "needs pandas < 3); use the numpy engine, which gives the same numbers")
     return engine == "rliable"
 

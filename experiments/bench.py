@@ -110,7 +110,7 @@ def bench_envs(args, num_envs: int) -> dict:
             "agent_steps_per_s": args.env_steps * num_envs / dt, "env_steps_per_s": 2 * args.env_steps * num_envs / dt}
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.splitlines()[0])
     p.add_argument("--task", default="hopper-hop")
     p.add_argument("--size", type=int, default=5, help="model size in millions (1, 5, 19, 48)")

@@ -7,6 +7,7 @@
   list
   validate [--all | PHASE ... | FILE.yaml ...]
 
+The same commands are `tdmpc-glass run|sweep|describe|list|validate ...` (experiments/cli.py).
 PHASE is a name (phases/NAME.yaml), an alias, or a path to a .yaml file. Runs go to
 <runs_root>/<phase>/<variant>/seed<k> (runs root: --runs-root, else $TDMPC_GLASS_RUNS, else ./runs). Every
 error prints one line `error: ...` to stderr and exits 2, before anything is written.
@@ -17,35 +18,22 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
 import yaml
 
+from experiments import sweep
 from experiments.phases import (
     PhaseError, Resolved, all_phase_files, format_seeds, parse_seeds, read_phase,
     resolve_variants,
 )
-from experiments.sweep import LaunchError  # defined there so `python -m experiments.launch` and workers share it
-from tdmpc_glass.config import Config, ConfigError, config_from_dict, flatten, parse_override, to_dict
-
-RUNS_ENV = "TDMPC_GLASS_RUNS"
-CONFIG_FILE = "config.yaml"
-# may differ from an existing run's config.yaml: raising train.steps extends the run; videos at evaluation
-# can be switched on or off for a run already going
-EXTENDABLE_KEYS = ("train.steps", "train.video_at_eval")
+from experiments.rundirs import LaunchError, check_run_dirs
+from tdmpc_glass import runlayout
+from tdmpc_glass.config import ConfigError, parse_override, to_dict
 
 
 # ---- resolving what to run ----------------------------------------------------------------------------------
-
-def runs_root(arg: str | None) -> Path:
-    return Path(arg or os.environ.get(RUNS_ENV) or "runs")
-
-
-def run_dir(root: Path, phase: str, variant: str, seed: int) -> Path:
-    return root / phase / variant / f"seed{seed}"
-
 
 def cli_overrides(args) -> dict:
     """--set key=value ... then --steps N (so --steps wins over --set train.steps)."""
@@ -73,100 +61,17 @@ def resolve_command(args) -> tuple[list[Resolved], list[int]]:
     return plans, seeds if seeds is not None else plans[0].phase.seeds
 
 
-# ---- run directories -------------------------------------------------------------------------------------------
-
-def run_record(resolved: Resolved, seed: int) -> dict:
-    """What config.yaml holds (INTERFACES.md): phase metadata, seed, the fully resolved config."""
-    phase = resolved.phase
-    return {
-        "phase": {"name": phase.name, "variant": resolved.variant, "description": phase.description,
-                  "benchmark_fair": phase.benchmark_fair, "aliases": list(phase.aliases)},
-        "seed": seed,
-        "config": to_dict(resolved.cfg),
-    }
-
-
-def first_difference(new: dict, old: dict, ignore=EXTENDABLE_KEYS) -> str | None:
-    """The first dotted key (in schema order) whose value differs, described for a message; None if equal."""
-    new_flat, old_flat = flatten(new), flatten(old)
-    for key in list(new_flat) + [k for k in old_flat if k not in new_flat]:
-        if key in ignore:
-            continue
-        if new_flat.get(key) != old_flat.get(key):
-            return f"{key} is {old_flat.get(key)!r} there, {new_flat.get(key)!r} now"
-    return None
-
-
-def check_run_dir(path: Path, cfg: Config, seed: int) -> None:
-    """A run dir may be new, or resumed / extended with the same config; never reused for another one."""
-    config_file = path / CONFIG_FILE
-    if path.exists() and not path.is_dir():
-        raise LaunchError(f"{path}: exists and is not a directory")
-    if not config_file.exists():
-        leftovers = [p.name for p in path.iterdir() if not p.name.endswith(".tmp")] if path.is_dir() else []
-        if leftovers:
-            raise LaunchError(f"{path}: holds files ({', '.join(sorted(leftovers)[:3])}) but no {CONFIG_FILE}; "
-                              f"not a run of this launcher: move it away or use another --runs-root")
-        return
-    try:
-        record = yaml.safe_load(config_file.read_text())
-        old_cfg = config_from_dict(record["config"], source=str(config_file))
-        old_seed = record["seed"]
-    except ConfigError as e:
-        raise LaunchError(f"{e} (an existing run: move it away or use another --runs-root)") from None
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
-        raise LaunchError(f"{config_file}: unreadable or not a run config ({type(e).__name__}); "
-                          f"move it away or use another --runs-root") from None
-    if old_seed != seed:
-        raise LaunchError(f"{config_file}: holds seed {old_seed!r}, expected {seed}")
-    diff = first_difference(to_dict(cfg), to_dict(old_cfg))
-    if diff:
-        raise LaunchError(f"{config_file} holds a different config: {diff} (only train.steps may change to "
-                          f"resume a run; use another --runs-root or phase variant)")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Readers never see a half-written file: write a temp file beside it, then rename over."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def enable_compilation_cache() -> None:
-    """Reuse compiled XLA programs across runs of the same shapes (minutes of compilation on a CPU)."""
-    import jax
-
-    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(Path.home() / ".cache" / "tdmpc-glass" / "jax")
-    jax.config.update("jax_compilation_cache_dir", cache)
-
-
 # ---- commands -------------------------------------------------------------------------------------------------
 
-def check_run_dirs(plans: list[Resolved], seeds: list[int], root: Path) -> None:
-    """Every run dir of every variant, before anything is written."""
-    for resolved in plans:
-        for seed in seeds:
-            check_run_dir(run_dir(root, resolved.phase.dir_name, resolved.variant, seed), resolved.cfg, seed)
-
-
 def cmd_run(args) -> int:
-    from experiments.sweep import exit_code, make_jobs, run_local
-
     plans, seeds = resolve_command(args)
-    root = runs_root(args.runs_root)
+    root = runlayout.runs_root(args.runs_root)
     check_run_dirs(plans, seeds, root)
     # variants one after another; the seeds of a variant vmapped in one process
-    return exit_code(run_local(make_jobs(plans, seeds, root, progress=not args.no_progress)))
+    return sweep.exit_code(sweep.run_local(sweep.make_jobs(plans, seeds, root, progress=not args.no_progress)))
 
 
 def cmd_sweep(args) -> int:
-    from experiments import sweep
-
     plans, seeds = resolve_command(args)
     if args.seeds_per_task is not None and args.seeds_per_task < 1:
         raise LaunchError(f"--seeds-per-task: must be >= 1, got {args.seeds_per_task}")
@@ -176,7 +81,7 @@ def cmd_sweep(args) -> int:
                         ("--max-retries", args.max_retries)):
         if value is not None and value < 0:
             raise LaunchError(f"{flag}: must be >= 0, got {value:g}")
-    root = runs_root(args.runs_root)
+    root = runlayout.runs_root(args.runs_root)
     check_run_dirs(plans, seeds, root)
     # a progress bar where training runs in this process; Ray workers' output is interleaved, so none there
     jobs = sweep.make_jobs(plans, seeds, root, args.seeds_per_task,
@@ -206,13 +111,13 @@ def describe_record(resolved: Resolved, seeds: list[int], root: Path) -> dict:
         "benchmark_fair": phase.benchmark_fair, "task": resolved.cfg.task, "obs_dim": obs_dim, "act_dim": act_dim,
         "config": to_dict(resolved.cfg),
         "num_params": {k: int(v) for k, v in count_params(resolved.cfg, obs_dim, act_dim).items()},
-        "run_dirs": [str(run_dir(root, phase.dir_name, resolved.variant, s)) for s in seeds],
+        "run_dirs": [str(runlayout.run_dir(root, phase.dir_name, resolved.variant, s)) for s in seeds],
     }
 
 
 def cmd_describe(args) -> int:
     plans, seeds = resolve_command(args)
-    records = [describe_record(r, seeds, runs_root(args.runs_root)) for r in plans]
+    records = [describe_record(r, seeds, runlayout.runs_root(args.runs_root)) for r in plans]
     for record in records:
         if args.json:  # one JSON object per line: one line for a single variant
             print(json.dumps(record))
@@ -283,10 +188,9 @@ def cmd_validate(args) -> int:
 
 # ---- command line ---------------------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.launch",
-                                     description="Run, describe, list and validate phases.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_commands(commands) -> None:
+    """The launcher's subcommands (run, describe, sweep, list, validate) on an argparse subparsers action;
+    each sets `func`, the command that `run_command` calls."""
 
     def phase_arguments(sub):
         sub.add_argument("phase", help="phase name (phases/NAME.yaml) or path to a phase .yaml file")
@@ -294,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--seeds", default=None, help="seeds, e.g. 1-5, 3, 1,3,5 or 1-3,7 (default: the phase's)")
         sub.add_argument("--steps", type=int, default=None, help="env steps per seed (sets train.steps)")
         sub.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted config override (repeatable)")
-        sub.add_argument("--runs-root", default=None, help=f"runs root (default: ${RUNS_ENV}, else ./runs)")
+        sub.add_argument("--runs-root", default=None,
+                         help=f"runs root (default: ${runlayout.RUNS_ENV}, else ./{runlayout.DEFAULT_RUNS_ROOT})")
 
     run = commands.add_parser("run", help="train a phase: each variant's seeds vmapped in one process")
     phase_arguments(run)
@@ -306,22 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--json", action="store_true", help="one JSON object per variant, one per line")
     describe.set_defaults(func=cmd_describe)
 
-    sweep = commands.add_parser("sweep", help="train every (variant, seed group) of a phase, locally or on Ray; "
-                                              "print a summary table")
-    phase_arguments(sweep)
-    sweep.add_argument("--backend", choices=("local", "ray"), default="local",
-                       help="local: one after another in this process (default); ray: one Ray task each")
-    sweep.add_argument("--address", default=None,
-                       help="Ray cluster to join: HEAD:6379 or auto (default: start Ray here)")
-    sweep.add_argument("--num-gpus", type=float, default=None,
-                       help="GPUs per Ray task (default: 1 if the cluster has GPUs, else 0; fractions share a GPU)")
-    sweep.add_argument("--num-cpus", type=float, default=1, help="CPUs per Ray task (default 1)")
-    sweep.add_argument("--max-retries", type=int, default=3,
-                       help="Ray retries of a task whose worker died; a retry resumes from the last checkpoint")
-    sweep.add_argument("--seeds-per-task", type=int, default=None,
-                       help="seeds per job, vmapped in one process (default: all seeds of a variant in one job)")
-    sweep.add_argument("--no-progress", action="store_true", help="no progress bar (local backend)")
-    sweep.set_defaults(func=cmd_sweep)
+    sweep_cmd = commands.add_parser("sweep", help="train every (variant, seed group) of a phase, locally or on "
+                                                  "Ray; print a summary table")
+    phase_arguments(sweep_cmd)
+    sweep_cmd.add_argument("--backend", choices=("local", "ray"), default="local",
+                           help="local: one after another in this process (default); ray: one Ray task each")
+    sweep_cmd.add_argument("--address", default=None,
+                           help="Ray cluster to join: HEAD:6379 or auto (default: start Ray here)")
+    sweep_cmd.add_argument("--num-gpus", type=float, default=None,
+                           help="GPUs per Ray task (default: 1 if the cluster has GPUs, else 0; fractions share a GPU)")
+    sweep_cmd.add_argument("--num-cpus", type=float, default=1, help="CPUs per Ray task (default 1)")
+    sweep_cmd.add_argument("--max-retries", type=int, default=3,
+                           help="Ray retries of a task whose worker died; a retry resumes from the last checkpoint")
+    sweep_cmd.add_argument("--seeds-per-task", type=int, default=None,
+                           help="seeds per job, vmapped in one process (default: all seeds of a variant in one job)")
+    sweep_cmd.add_argument("--no-progress", action="store_true", help="no progress bar (local backend)")
+    sweep_cmd.set_defaults(func=cmd_sweep)
 
     commands.add_parser("list", help="phases with parents, fairness, seeds, variants").set_defaults(func=cmd_list)
 
@@ -329,11 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("phases", nargs="*", metavar="PHASE", help="phase names or .yaml files")
     validate.add_argument("--all", action="store_true", help="every file in phases/")
     validate.set_defaults(func=cmd_validate)
+
+
+def build_parser(prog: str = "python -m experiments.launch") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Run, describe, list and validate phases.")
+    add_commands(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # usage errors exit 2 (argparse's default)
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed launcher command: its exit code; an error in the input prints one line and returns 2."""
     try:
         return args.func(args)
     except (PhaseError, ConfigError, LaunchError) as e:
@@ -342,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `describe ... | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser().parse_args(argv))  # usage errors exit 2 (argparse's default)
 
 
 if __name__ == "__main__":

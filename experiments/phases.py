@@ -35,11 +35,11 @@ from pathlib import Path
 import yaml
 
 from tdmpc_glass.config import Config, ConfigError, build_config, flatten
+from tdmpc_glass.runlayout import DEFAULT_VARIANT  # a phase without variants runs as this one
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES_DIR = ROOT / "phases"
 ROOT_PHASE = "base"  # the only phase without a parent: TD-MPC2's defaults
-DEFAULT_VARIANT = "default"  # the variant name of a phase without variants (runs/<phase>/default/seed<k>)
 TOP_LEVEL_KEYS = ("name", "description", "extends", "benchmark_fair", "seeds", "aliases", "overrides", "variants")
 # phase and variant names become directory names
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

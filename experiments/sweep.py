@@ -15,23 +15,22 @@ so re-running a sweep, or Ray retrying a task whose worker died, picks up where 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from experiments import rundirs
 from experiments.phases import ROOT, Resolved, format_seeds
+from experiments.rundirs import LaunchError
+from tdmpc_glass import runlayout
+from tdmpc_glass.config import ConfigError, config_from_dict
 
 INTERRUPTED = (130, 143)  # train's exit codes after SIGINT / SIGTERM: stop, do not start the next job
 # environment passed to Ray workers (plus PYTHONPATH): JAX and XLA settings, headless GL, our own variables
 PASSED_ENV_PREFIXES = ("JAX_", "XLA_", "TF_CPP_", "MUJOCO_", "PYOPENGL_", "TDMPC_GLASS_")
 NOT_RUN = -1  # exit code shown for a job that never started (an earlier one was interrupted)
-
-
-class LaunchError(ValueError):
-    """A one-line message naming what is wrong and where (the launcher prints it and exits 2)."""
 
 
 @dataclass
@@ -42,7 +41,7 @@ class Job:
     variant: str
     seeds: list[int]
     run_dirs: list[str]  # absolute, so a worker with another working directory writes the same place
-    records: list[dict]  # config.yaml of each seed (launch.run_record)
+    records: list[dict]  # the config file of each seed (rundirs.run_record)
     progress: bool = False
 
     @property
@@ -60,37 +59,32 @@ class Outcome:
 def make_jobs(plans: list[Resolved], seeds: list[int], root: Path, seeds_per_task: int | None = None,
               progress: bool = False) -> list[Job]:
     """One job per variant and group of `seeds_per_task` seeds (default: all seeds in one group)."""
-    from experiments.launch import run_dir, run_record
-
     size = seeds_per_task or len(seeds)
     groups = [seeds[i:i + size] for i in range(0, len(seeds), size)]
     jobs = []
     for resolved in plans:
         for group in groups:
-            dirs = [str(run_dir(root, resolved.phase.dir_name, resolved.variant, s).absolute()) for s in group]
+            dirs = [str(runlayout.run_dir(root, resolved.phase.dir_name, resolved.variant, s).absolute())
+                    for s in group]
             jobs.append(Job(resolved.phase.name, resolved.variant, list(group), dirs,
-                            [run_record(resolved, s) for s in group], progress))
+                            [rundirs.run_record(resolved, s) for s in group], progress))
     return jobs
 
 
 def run_job(job: Job) -> int:
-    """The training entry of both backends: check the run dirs, write config.yaml, train. Raises LaunchError."""
-    import yaml
-
-    from experiments import launch
-    from tdmpc_glass.checkpoint import CheckpointError
-    from tdmpc_glass.config import config_from_dict
+    """The training entry of both backends: check the run dirs, write their config files, train. Raises
+    LaunchError."""
+    from tdmpc_glass.checkpoint import CheckpointError  # jax: loaded only when something trains
 
     cfg = config_from_dict(job.records[0]["config"], source=f"{job.phase}/{job.variant}")
     dirs = [Path(d) for d in job.run_dirs]
     for seed, path in zip(job.seeds, dirs):  # all checked before any is written
-        launch.check_run_dir(path, cfg, seed)
+        rundirs.check_run_dir(path, cfg, seed)
     for record, path in zip(job.records, dirs):
-        path.mkdir(parents=True, exist_ok=True)
-        launch.write_atomic(path / launch.CONFIG_FILE, yaml.safe_dump(record, sort_keys=False))
+        rundirs.write_run_config(path, record)
     print(f"{job.phase}/{job.variant}: seeds {format_seeds(job.seeds)} -> {dirs[0].parent}", file=sys.stderr,
           flush=True)
-    launch.enable_compilation_cache()
+    rundirs.enable_compilation_cache()
     from tdmpc_glass.train import train
 
     try:
@@ -99,28 +93,19 @@ def run_job(job: Job) -> int:
         raise LaunchError(str(e)) from None
 
 
-def read_status(run_dir: Path) -> dict:
-    """A run dir's status.json ({} when missing or unreadable); reads only, creates nothing."""
-    try:
-        status = json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return status if isinstance(status, dict) else {}
-
-
 def finished(job: Job) -> Outcome | None:
     """The outcome of a job whose seeds all ended earlier (done for its train.steps, or failed): train would
     skip every one, so the sweep need not start it. None when some seed still has to train."""
     steps = job.records[0]["config"]["train"]["steps"]
     failed = []
     for seed, run_dir in zip(job.seeds, job.run_dirs):
-        status = read_status(Path(run_dir))
-        if status.get("status") == "failed":
-            failed.append(seed)
-        elif not (status.get("status") == "done" and status.get("env_step", 0) >= steps):
+        why = runlayout.ended(runlayout.read_status(Path(run_dir)), steps)
+        if why is None:
             return None
+        if why == runlayout.FAILED:
+            failed.append(seed)
     if failed:
-        return Outcome(job, 1, f"seed {format_seeds(failed)} failed earlier (see events.jsonl)")
+        return Outcome(job, 1, f"seed {format_seeds(failed)} failed earlier (see {runlayout.EVENTS})")
     return Outcome(job, 0, "already done")
 
 
@@ -173,8 +158,6 @@ def usable_cpus() -> int:
 
 def _ray_entry(job: Job) -> tuple[int, str]:
     """What a Ray task runs: run_job, with a bad run dir reported as exit 2 and its message."""
-    from tdmpc_glass.config import ConfigError
-
     try:
         return run_job(job), ""
     except (LaunchError, ConfigError) as e:

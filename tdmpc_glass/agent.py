@@ -6,7 +6,6 @@ the training loop owns, which makes every draw reproducible after a resume.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple, Optional
 
 import equinox as eqx
@@ -64,18 +63,17 @@ class Hyper(NamedTuple):
 
 
 def glass_settings(cfg: Config) -> Optional[glass_lib.GlassLossConfig]:
+    """The static Glass settings of the jitted loss, None with Glass off: the glass.* section itself plus the task's
+    touch-sensor indices (phase-contrastive loss, 10.3) and whether the intrinsic reward is on."""
     g = cfg.glass
     if not g.enabled:
         return None
-    # the loss settings are the GlassConfig keys of the same name (the rest: sizes, MoE-Q, k-means, off_after)
-    shared = {f.name for f in dataclasses.fields(glass_lib.GlassLossConfig)} & {f.name for f in dataclasses.fields(g)}
-    settings = {name: getattr(g, name) for name in shared}
+    contact_index = ()
     if g.lambda_contrast > 0:  # contact labels come from the touch readings of the stored observations (10.3)
         from .envs.dmc import touch_indices
 
-        settings["contact_index"] = touch_indices(cfg.task)
-    settings["intrinsic"] = g.intrinsic_coef > 0
-    return glass_lib.GlassLossConfig(**settings)
+        contact_index = touch_indices(cfg.task)
+    return glass_lib.GlassLossConfig.from_config(g, contact_index, intrinsic=g.intrinsic_coef > 0)
 
 
 def intrinsic_coefficient(cfg: Config, env_step: int) -> Optional[float]:

@@ -46,14 +46,6 @@ def save(ckpt_dir: Path, env_step: int, state_leaves: list[np.ndarray], meta: di
     return final
 
 
-def read_meta(path: Path) -> dict:
-    try:
-        with np.load(path) as data:
-            return json.loads(data["__meta__"].tobytes().decode())
-    except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"unreadable checkpoint {path}: {e}") from None
-
-
 def load(path: Path, template) -> tuple[object, dict]:
     """Restore a pytree shaped like `template` (arrays or ShapeDtypeStructs) from `path`."""
     leaves, treedef = jax.tree.flatten(template)

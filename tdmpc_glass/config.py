@@ -13,7 +13,9 @@ import dataclasses
 import difflib
 import typing
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import ClassVar, List, Optional
+
+from .runlayout import flatten  # noqa: F401  (re-exported: dotted keys of a config tree)
 
 # size -> (enc_dim, mlp_dim, latent_dim, num_enc_layers, num_q)
 MODEL_SIZES = {
@@ -94,16 +96,33 @@ class TrainConfig:
 
 @dataclass
 class GlassConfig:
-    """Glass (research log section 2); every variant a switch, all off by default. See tdmpc_glass/glass.py."""
+    """Glass (research log section 2; tdmpc_glass/glass.py): every `glass.*` key, declared here once. The jitted
+    loss closes over these same fields (`glass.GlassLossConfig` extends this class by the two values the task
+    decides). Every variant is a switch, all off by default; `validate` holds the allowed values.
+
+    graph_grad: where the SE term's gradients flow: "full" (A -> c -> mu and the latents), "prototypes" (A is built
+        from stop_gradient(z): reaches mu, not the encoder), "none" (A stop-gradient: SE trains S only).
+    se_objective: "h2" (minimise H2) or "neg_resistance" (minimise -R = H2 - H1: the same gradient for S, no reward
+        for lowering H1 by collapsing visits onto few prototypes; trap 2).
+    balance: "kl" (prototype-balance KL on the mean assignment), "sinkhorn" (swapped prediction between z_t and
+        z_{t+1} with Sinkhorn equipartition targets replaces the prototype-balance term) or "none";
+        cluster_balance toggles the cluster-balance term.
+    window: frames per window of the window-consistency loss and of the window-MI diagnostic (clamped to the
+        slice length for the diagnostic when lambda_window == 0).
+    """
+
+    CHOICES: ClassVar[dict] = {"graph": ("rownorm_sym", "counts_sym", "flow"),
+                               "graph_grad": ("full", "prototypes", "none"),
+                               "se_objective": ("h2", "neg_resistance"), "balance": ("kl", "sinkhorn", "none")}
 
     enabled: bool = False
     num_prototypes: int = 16  # N anchors
     num_clusters: int = 8  # K
     num_super: int = 0  # K_super > 0: hierarchical Glass, three-level encoding-tree entropy (phase y)
-    tau_p: float = 0.2
-    graph: str = "rownorm_sym"  # rownorm_sym (the log's) | counts_sym | flow
-    graph_eps: float = 1e-6
-    self_loops: bool = True
+    tau_p: float = 0.2  # temperature of the soft assignments c = softmax(cos(z, mu) / tau_p)
+    graph: str = "rownorm_sym"  # rownorm_sym (the log's) | counts_sym | flow (glass.transition_graph)
+    graph_eps: float = 1e-6  # uniform mass added to every transition count
+    self_loops: bool = True  # keep self-transitions on the graph's diagonal
     graph_grad: str = "full"  # where SE gradients flow: full | prototypes | none (A stop-gradient)
     se_objective: str = "h2"  # h2 | neg_resistance (-R = H2 - H1)
     lambda_se: float = 1e-4
@@ -112,9 +131,9 @@ class GlassConfig:
     cluster_balance: bool = True
     lambda_temp: float = 1e-4
     lambda_window: float = 0.0  # window-consistency loss (10.2)
-    window: int = 4  # frames per window; at most horizon + 1 (the length of a sampled slice)
+    window: int = 4  # frames per window; with lambda_window > 0 at most horizon + 1 (a sampled slice's length)
     lambda_row_entropy: float = 0.0  # pushes rows of S to one-hot (trap 3)
-    active_threshold: Optional[float] = None  # None: half of a uniform share
+    active_threshold: Optional[float] = None  # usage above which a prototype / cluster is active; None: half a share
     moe_q: bool = False  # K Q-offsets in two-hot space routed by cluster membership (10.5)
     kmeans_init: bool = False  # spherical k-means of buffer latents -> prototypes when seeding ends (10.7)
     off_after: Optional[int] = None  # env step after which the Glass loss is off (phase o)
@@ -123,6 +142,30 @@ class GlassConfig:
     cluster_input: bool = False  # soft cluster distribution as extra input to pi and Q (phase v)
     intrinsic_coef: float = 0.0  # cluster-entropy intrinsic reward (P, Pa); never in evaluation returns
     intrinsic_decay_until: Optional[int] = None  # env step where the coefficient has decayed linearly to 0 (Pa)
+
+    def validate(self) -> None:
+        """Allowed values of each key on its own, checked whether Glass is on or not (a disabled Glass is inert,
+        but its values must still be valid). Raises ValueError('glass.<key>: why'). Cross-section checks (window
+        vs horizon, touch sensors of the task) are `config.check`'s."""
+        for key, allowed in self.CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"glass.{key}: {getattr(self, key)!r} is not one of {', '.join(allowed)}")
+        for key, least, what in (("num_prototypes", 2, "N >= 2 prototypes"), ("num_clusters", 1, "K >= 1 clusters"),
+                                 ("num_super", 0, "K_super >= 0 super-clusters (0: two levels)")):
+            if getattr(self, key) < least:
+                raise ValueError(f"glass.{key}: need {what}, got {getattr(self, key)}")
+        for key in ("tau_p", "contrast_tau"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"glass.{key}: must be > 0, got {getattr(self, key)}")
+        for key in ("lambda_se", "lambda_bal", "lambda_temp", "lambda_window", "lambda_row_entropy", "lambda_contrast",
+                    "intrinsic_coef", "graph_eps"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"glass.{key}: must be >= 0, got {getattr(self, key)}")
+        if self.window < 1:
+            raise ValueError(f"glass.window: must be >= 1, got {self.window}")
+        if self.intrinsic_decay_until is not None and self.intrinsic_decay_until < 1:
+            raise ValueError(f"glass.intrinsic_decay_until: must be null or >= 1 env step, "
+                             f"got {self.intrinsic_decay_until}")
 
 
 @dataclass
@@ -258,20 +301,7 @@ def check(cfg: Config) -> None:
     if t.episode_length % d.steps_per_env_per_round:
         raise ValueError(f"train.collect_steps: {d.steps_per_env_per_round} steps per env per round must divide "
                          f"train.episode_length={t.episode_length} so rounds end on episode boundaries")
-    g = cfg.glass
-    for key, allowed in (("graph", ("rownorm_sym", "counts_sym", "flow")), ("graph_grad", ("full", "prototypes", "none")),
-                         ("se_objective", ("h2", "neg_resistance")), ("balance", ("kl", "sinkhorn", "none"))):
-        if getattr(g, key) not in allowed:
-            raise ValueError(f"glass.{key}: {getattr(g, key)!r} is not one of {', '.join(allowed)}")
-    if g.num_prototypes < 2 or g.num_clusters < 1 or g.num_super < 0:
-        raise ValueError(f"glass.num_prototypes: need N >= 2 prototypes and K >= 1 clusters, got "
-                         f"{g.num_prototypes}, {g.num_clusters}")
-    if g.lambda_window > 0 and not 1 <= g.window <= cfg.horizon + 1:
-        raise ValueError(f"glass.window: {g.window} must be in [1, horizon + 1 = {cfg.horizon + 1}] "
-                         "(windows lie inside one sampled slice)")
-    if g.tau_p <= 0:
-        raise ValueError(f"glass.tau_p: must be > 0, got {g.tau_p}")
-    _check_glass_variants(cfg)
+    _check_glass(cfg)
     _check_schedules(cfg)
     if d.k_update < 0:
         raise ValueError(f"train.k_update: must be >= 0, got {d.k_update}")
@@ -289,17 +319,15 @@ def check(cfg: Config) -> None:
         raise ValueError(f"optim.batch_size: must be >= 1, got {cfg.optim.batch_size}")
 
 
-def _check_glass_variants(cfg: Config) -> None:
-    """Phase-contrastive (10.3), cluster input (v) and intrinsic reward (P, Pa) keys. With glass.enabled false
-    every glass.* setting is inert (the model is vanilla), so only the ranges are checked then."""
+def _check_glass(cfg: Config) -> None:
+    """glass.*: each key's allowed values (`GlassConfig.validate`), windows inside a sampled slice, touch sensors
+    for the phase-contrastive loss (10.3). With glass.enabled false every glass.* setting is inert (the model is
+    vanilla), so only the keys' own ranges are checked then."""
     g = cfg.glass
-    for key in ("lambda_contrast", "intrinsic_coef"):
-        if getattr(g, key) < 0:
-            raise ValueError(f"glass.{key}: must be >= 0, got {getattr(g, key)}")
-    if g.contrast_tau <= 0:
-        raise ValueError(f"glass.contrast_tau: must be > 0, got {g.contrast_tau}")
-    if g.intrinsic_decay_until is not None and g.intrinsic_decay_until < 1:
-        raise ValueError(f"glass.intrinsic_decay_until: must be null or >= 1 env step, got {g.intrinsic_decay_until}")
+    g.validate()
+    if g.lambda_window > 0 and g.window > cfg.horizon + 1:
+        raise ValueError(f"glass.window: {g.window} must be in [1, horizon + 1 = {cfg.horizon + 1}] "
+                         "(windows lie inside one sampled slice)")
     if g.enabled and g.lambda_contrast > 0:
         from .envs.dmc import touch_indices, validate_task  # loads dm_control: only when the key is used
 
@@ -438,18 +466,6 @@ def type_name(kind) -> str:
         names = [type_name(a) for a in args if a is not type(None)]
         return " or ".join(names + (["null"] if type(None) in args else []))
     return getattr(kind, "__name__", str(kind))
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{'a': {'b': 1}} -> {'a.b': 1}; keys that are already dotted pass through."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def nearest_key(key: str) -> str | None:

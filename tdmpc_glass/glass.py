@@ -27,15 +27,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import ClassVar, Optional
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .config import GlassConfig
+
 LOG_EPS = 1e-8  # floor inside logs (see module docstring)
 TINY = 1e-12  # floor for denominators that can be exactly zero
-GRAPH_KINDS = ("rownorm_sym", "counts_sym", "flow")
+GRAPH_KINDS = GlassConfig.CHOICES["graph"]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -427,65 +429,51 @@ def k_switch_rate(labels):
 
 
 # ----------------------------------------------------------------------------------------------- composite
-@dataclasses.dataclass(frozen=True)
-class GlassLossConfig:
-    """Static (hashable) switches and weights of `glass_losses`. Defaults reproduce the research log's Glass.
+# Fixed settings of the loss, not config keys (a new key would change every run's config and its checkpoints'
+# fingerprint): power-iteration steps of the "flow" graph, and the Sinkhorn targets of balance="sinkhorn" (SwAV's).
+FLOW_ITERS = 50
+SINKHORN_EPS = 0.05
+SINKHORN_ITERS = 3
 
-    graph_grad: "full" (gradients of the SE term reach A -> c -> mu and the latents), "prototypes" (A is built
-        from stop_gradient(z): reaches mu but not the encoder), "none" (A stop-gradient: SE trains S only).
-    se_objective: "h2" (minimise H2) or "neg_resistance" (minimise -R = H2 - H1: same gradient for S, no reward for
-        lowering H1 by collapsing visits onto few prototypes; trap 2).
-    balance: "kl" (prototype-balance KL on cbar) or "sinkhorn" (swapped prediction between z_t and z_{t+1} with
-        Sinkhorn targets replaces the prototype-balance term) or "none". cluster_balance toggles the cluster term.
-    window: frames per window for the window-consistency loss and the window-MI diagnostic (clamped to T for the
-        diagnostic when lambda_window == 0; with lambda_window > 0 a window longer than T is an error).
-    contact_index, contact_threshold: where the touch readings sit in the flattened observation and the threshold
-        that binarises them (`contact_labels`); the update derives the contact labels for lambda_contrast from the
-        observations of the sampled slices with them. Empty when lambda_contrast == 0.
+
+@dataclasses.dataclass(unsafe_hash=True)
+class GlassLossConfig(GlassConfig):
+    """The static settings the jitted Glass loss closes over (`agent.Hyper.glass`, built by agent.glass_settings):
+    every glass.* key of `config.GlassConfig` (its defaults, docs and allowed values) plus what the task decides.
+
+    contact_index: positions of the touch readings in the flattened observation (`contact_labels`, threshold
+        `contact_threshold`), from which the update derives the contact labels of lambda_contrast; () when
+        lambda_contrast == 0.
     intrinsic: whether the update adds the cluster-entropy intrinsic reward to its reward targets; its coefficient
         is a traced argument of the update (it decays with env step), not a setting here.
+    Hashable and read-only after construction (a static jit argument); validated on construction.
     """
 
-    tau_p: float = 0.2
-    graph: str = "rownorm_sym"
-    graph_eps: float = 1e-6
-    flow_iters: int = 50
-    self_loops: bool = True
-    graph_grad: str = "full"
-    se_objective: str = "h2"
-    lambda_se: float = 1e-4
-    lambda_bal: float = 1e-3
-    balance: str = "kl"
-    cluster_balance: bool = True
-    sinkhorn_eps: float = 0.05
-    sinkhorn_iters: int = 3
-    lambda_temp: float = 1e-4
-    lambda_window: float = 0.0
-    window: int = 5
-    lambda_contrast: float = 0.0
-    contrast_tau: float = 0.1
-    lambda_row_entropy: float = 0.0
-    active_threshold: Optional[float] = None
+    contact_threshold: ClassVar[float] = CONTACT_THRESHOLD
+
     contact_index: tuple = ()
-    contact_threshold: float = CONTACT_THRESHOLD
     intrinsic: bool = False
 
     def __post_init__(self):
-        choices = {"graph": GRAPH_KINDS, "graph_grad": ("full", "prototypes", "none"),
-                   "se_objective": ("h2", "neg_resistance"), "balance": ("kl", "sinkhorn", "none")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"GlassLossConfig.{name}: {getattr(self, name)!r} is not one of {allowed}")
-        for name in ("tau_p", "contrast_tau", "sinkhorn_eps", "window"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"GlassLossConfig.{name}: must be > 0, got {getattr(self, name)!r}")
-        for name in ("graph_eps", "flow_iters", "sinkhorn_iters", "lambda_se", "lambda_bal", "lambda_temp",
-                     "lambda_window", "lambda_contrast", "lambda_row_entropy"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"GlassLossConfig.{name}: must be >= 0, got {getattr(self, name)!r}")
+        self.validate()
+        object.__setattr__(self, "_sealed", True)
+
+    def __setattr__(self, name, value):
+        if getattr(self, "_sealed", False):
+            raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}: static loss settings")
+        object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_config(cls, glass: GlassConfig, contact_index: tuple = (), intrinsic: bool = False):
+        """The loss settings of a glass.* config section (copied: later changes to it do not reach them)."""
+        values = {f.name: getattr(glass, f.name) for f in dataclasses.fields(GlassConfig)}
+        return cls(**values, contact_index=tuple(contact_index), intrinsic=intrinsic)
 
 
-def glass_terms(params: GlassParams, z_seq, cfg: GlassLossConfig = GlassLossConfig(), contact=None):
+DEFAULT_LOSS = GlassLossConfig()
+
+
+def glass_terms(params: GlassParams, z_seq, cfg: GlassConfig = DEFAULT_LOSS, contact=None):
     """Unweighted Glass loss terms (with gradients) and diagnostics (without) for one seed.
 
     params: GlassParams; z_seq: (T, B, d) latents along sampled slices (T >= 2; graph and temporal pairs are
@@ -513,7 +501,7 @@ def glass_terms(params: GlassParams, z_seq, cfg: GlassLossConfig = GlassLossConf
         c_graph = soft_assignment(jax.lax.stop_gradient(z_seq), params.mu, cfg.tau_p)
     else:
         c_graph = c
-    A = transition_graph(c_graph[:-1], c_graph[1:], cfg.graph, cfg.graph_eps, cfg.flow_iters, cfg.self_loops)
+    A = transition_graph(c_graph[:-1], c_graph[1:], cfg.graph, cfg.graph_eps, FLOW_ITERS, cfg.self_loops)
     if cfg.graph_grad == "none":
         A = jax.lax.stop_gradient(A)
     se = structural_entropy(A, S)
@@ -528,7 +516,7 @@ def glass_terms(params: GlassParams, z_seq, cfg: GlassLossConfig = GlassLossConf
     if bal_on and cfg.balance == "sinkhorn":
         n = cos.shape[-1]
         terms["loss_swap"] = swapped_prediction_loss(cos[:-1].reshape(-1, n), cos[1:].reshape(-1, n), cfg.tau_p,
-                                                     cfg.sinkhorn_eps, cfg.sinkhorn_iters)
+                                                     SINKHORN_EPS, SINKHORN_ITERS)
     else:
         terms["loss_swap"] = zero
     terms["loss_temp"] = temporal_loss(z_seq[:-1], z_seq[1:]) if cfg.lambda_temp > 0 else zero
@@ -557,7 +545,7 @@ def glass_terms(params: GlassParams, z_seq, cfg: GlassLossConfig = GlassLossConf
     return terms, diag
 
 
-def weighted_total(terms, cfg: GlassLossConfig):
+def weighted_total(terms, cfg: GlassConfig):
     """The Glass loss from `glass_terms`' terms: lambda_se*SE + lambda_bal*(cluster_bal + proto_bal + swap)
     + lambda_temp*temp + lambda_window*window + lambda_contrast*contrast + lambda_row_entropy*row_entropy."""
     return (cfg.lambda_se * terms["loss_se"]
@@ -566,7 +554,7 @@ def weighted_total(terms, cfg: GlassLossConfig):
             + cfg.lambda_contrast * terms["loss_contrast"] + cfg.lambda_row_entropy * terms["loss_row_entropy"])
 
 
-def glass_losses(params: GlassParams, z_seq, cfg: GlassLossConfig = GlassLossConfig(), contact=None):
+def glass_losses(params: GlassParams, z_seq, cfg: GlassConfig = DEFAULT_LOSS, contact=None):
     """Glass loss for one seed: (total, info). Arguments as `glass_terms`; total = `weighted_total(terms)`;
     info = every unweighted term and every diagnostic plus "total", float32 scalars without gradient."""
     terms, diag = glass_terms(params, z_seq, cfg, contact)

@@ -82,6 +82,3 @@ class TaskSampler:
     def load(self, i: int, state: dict) -> None:
         self.p[i] = np.asarray(state["task_p"], np.float64)
         self.u[i] = np.asarray(state["task_u"], np.float64)
-
-    def reset_seed(self, i: int) -> None:
-        self.p[i], self.u[i] = self.target, self.target

@@ -1,7 +1,8 @@
-"""Writers for one run directory: eval.csv, train.csv, events.jsonl, status.json.
+"""Writers for one run directory (its layout: runlayout): the eval and train CSVs, the event log, the status.
 
 CSV files are the record: append-only, one flushed row at a time, header written once. On resume, rows past
-the checkpoint's env_step are cut so no row is lost or duplicated.
+the checkpoint's env_step are cut so no row is lost or duplicated. A run's status is read with
+runlayout.read_status(run_dir).
 """
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import csv
 import datetime as dt
 import json
 import math
-import os
 from pathlib import Path
+
+from . import runlayout
 
 EVAL_COLUMNS = ["env_step", "agent_step", "mppi_return", "mppi_return_std", "pi_return", "pi_return_std",
                 "episodes", "wall_time_s"]
@@ -18,15 +20,6 @@ EVAL_COLUMNS = ["env_step", "agent_step", "mppi_return", "mppi_return_std", "pi_
 
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _clean(value):
@@ -74,7 +67,7 @@ class CsvLog:
                     kept.append(line)
             except ValueError:
                 break
-        write_atomic(self.path, header + "".join(kept))
+        runlayout.write_atomic(self.path, header + "".join(kept))
         return len(kept)
 
 
@@ -92,28 +85,27 @@ class RunLog:
     def __init__(self, run_dir: Path):
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "checkpoints").mkdir(exist_ok=True)
-        self.eval = CsvLog(self.dir / "eval.csv", EVAL_COLUMNS)
-        self.train = CsvLog(self.dir / "train.csv")
-        self.status: dict = {"status": "running", "env_step": 0, "total_env_steps": 0, "updated": now_iso(),
+        self.checkpoints.mkdir(exist_ok=True)
+        self.eval = CsvLog(self.dir / runlayout.EVAL, EVAL_COLUMNS)
+        self.train = CsvLog(self.dir / runlayout.TRAIN)
+        self.status: dict = {"status": runlayout.RUNNING, "env_step": 0, "total_env_steps": 0, "updated": now_iso(),
                              "last_mppi_return": None, "best_mppi_return": None, "env_steps_per_s": None}
+
+    @property
+    def checkpoints(self) -> Path:
+        """The run's checkpoints folder."""
+        return self.dir / runlayout.CHECKPOINTS
 
     def event(self, env_step: int, event: str, **fields) -> None:
         record = {"time": now_iso(), "env_step": int(env_step), "event": event}
         record.update({k: _clean(v) for k, v in fields.items()})
-        with open(self.dir / "events.jsonl", "a") as f:
+        with open(self.dir / runlayout.EVENTS, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
 
     def set_status(self, **fields) -> None:
         self.status.update({k: _clean(v) for k, v in fields.items()}, updated=now_iso())
-        write_atomic(self.dir / "status.json", json.dumps(self.status, indent=1) + "\n")
-
-    def read_status(self) -> dict | None:
-        try:
-            return json.loads((self.dir / "status.json").read_text())
-        except (OSError, ValueError):
-            return None
+        runlayout.write_status(self.dir, self.status)
 
     def best_eval_so_far(self) -> tuple[float | None, float | None]:
         """(last, best) mppi_return over the eval rows already on disk (used after a resume)."""

@@ -18,7 +18,7 @@ the uninterrupted one. Steps are ENV steps of the seed's batch (the trainer's sh
   steps of the fresh heads several times too large).
 - basin perturbation (m, n): `perturb` adds Gaussian noise of std perturb_scale * RMS(tensor) to every float
   tensor of the chosen target.
-- basin restart (10.6): `restart_seed` and `basin_restart_due`; the trainer does the rest (see train.py).
+- basin restart (10.6): `restart_seed` and `basin_restart_due`; interventions.BasinCheck decides, basin.py restarts.
 """
 from __future__ import annotations
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from tdmpc_glass.runlayout import CHECKPOINTS, CONFIG, EVAL, EVENTS, STATUS, TRAIN, VIDEOS
+
 EVAL_HEADER = ["env_step", "agent_step", "mppi_return", "mppi_return_std", "pi_return", "pi_return_std",
                "episodes", "wall_time_s"]
 TRAIN_HEADER = ["env_step", "agent_step", "update", "consistency_loss", "reward_loss", "value_loss", "pi_loss",
@@ -63,11 +65,11 @@ def make_run(root: Path, folder: str, variant: str, seed: int, phase_meta: dict,
              rate: float = 250.0) -> Path:
     run = root / folder / variant / f"seed{seed}"
     run.mkdir(parents=True)
-    (run / "checkpoints").mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump({
+    (run / CHECKPOINTS).mkdir()
+    (run / CONFIG).write_text(yaml.safe_dump({
         "phase": {"variant": variant, **phase_meta}, "seed": seed,
         "config": {"task": "hopper-hop", "train": {"steps": TOTAL}}}))
-    append_csv(run / "eval.csv", EVAL_HEADER, eval_rows(scores))
+    append_csv(run / EVAL, EVAL_HEADER, eval_rows(scores))
     last_step = len(scores) * EVAL_EVERY
     rows = []
     for i in range(train_rows):
@@ -80,10 +82,10 @@ def make_run(root: Path, folder: str, variant: str, seed: int, phase_meta: dict,
                     0.1 + 0.01 * i, se]
         rows.append(row)
     if train_rows:
-        append_csv(run / "train.csv", TRAIN_HEADER + (GLASS_HEADER if glass else []), rows)
+        append_csv(run / TRAIN, TRAIN_HEADER + (GLASS_HEADER if glass else []), rows)
     # a running run was updated a minute ago, the others an hour ago
     updated = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1 if status == "running" else 60)
-    (run / "status.json").write_text(json.dumps({
+    (run / STATUS).write_text(json.dumps({
         "status": status, "env_step": last_step, "total_env_steps": TOTAL,
         "updated": updated.isoformat(timespec="seconds"),
         "last_mppi_return": scores[-1] if scores else None, "best_mppi_return": max(scores) if scores else None,
@@ -92,7 +94,7 @@ def make_run(root: Path, folder: str, variant: str, seed: int, phase_meta: dict,
         {"time": "2026-01-01T10:00:00+00:00", "env_step": 0, "event": "start", "total_env_steps": TOTAL}]
     if status in ("done", "failed"):
         events = events + [{"time": "2026-01-01T12:00:00+00:00", "env_step": last_step, "event": status}]
-    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (run / EVENTS).write_text("".join(json.dumps(e) + "\n" for e in events))
     return run
 
 
@@ -148,7 +150,7 @@ def make_runs_root(base: Path, video: bool = True) -> tuple[Path, Path]:
                                                                seed),
                      status="failed" if seed == 2 and variant == "k128" else "done")
     if video:
-        write_video(seed1 / "videos" / "eval_step_500000.mp4")
+        write_video(seed1 / VIDEOS / "eval_step_500000.mp4")
     return root, phases
 
 

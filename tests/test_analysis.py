@@ -16,7 +16,11 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis import colors, curves, runs as runs_mod, seed_stats, uncertainty
+from analysis import colors, curves, seed_stats, uncertainty
+from analysis import runs as runs_mod
+from analysis.runs import AnalysisError
+from tdmpc_glass import runlayout
+from tdmpc_glass.runlayout import CONFIG, EVAL, EVENTS, STATUS, TRAIN
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_HEADER = ["env_step", "agent_step", "mppi_return", "mppi_return_std", "pi_return", "pi_return_std",
@@ -35,20 +39,20 @@ def make_run(root: Path, phase_dir: str, seed: int, mppi: list[float] | None, *,
     run = root / phase_dir / variant / f"seed{seed}"
     run.mkdir(parents=True)
     if meta is not None:
-        (run / "config.yaml").write_text(yaml.safe_dump(
+        (run / CONFIG).write_text(yaml.safe_dump(
             {"phase": {"variant": variant, **meta}, "seed": seed, "config": {"task": "hopper-hop"}}))
     if mppi is not None:
-        with open(run / "eval.csv", "w", newline="") as f:
+        with open(run / EVAL, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(EVAL_HEADER)
             for i, score in enumerate(mppi):
                 env_step = (i + 1) * step
                 w.writerow([env_step, env_step // 2, score, 10.0, score / 2, 5.0, 10, 60.0 * (i + 1)])
         if partial is not None:
-            with open(run / "eval.csv", "a") as f:
+            with open(run / EVAL, "a") as f:
                 f.write(partial)  # the writer was killed mid-row: no newline
     if train_rows:
-        with open(run / "train.csv", "w", newline="") as f:
+        with open(run / TRAIN, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(TRAIN_HEADER)
             for i in range(train_rows):
@@ -57,10 +61,10 @@ def make_run(root: Path, phase_dir: str, seed: int, mppi: list[float] | None, *,
                             100.0, float(i)])
     if status is not None:
         last = (len(mppi or []) * step)
-        (run / "status.json").write_text(json.dumps(
+        (run / STATUS).write_text(json.dumps(
             {"status": status, "env_step": last, "total_env_steps": 1_000_000, "updated": "2026-01-01T00:00:00",
              "last_mppi_return": None, "best_mppi_return": None, "env_steps_per_s": None}))
-    (run / "events.jsonl").write_text('{"time": "2026-01-01T00:00:00", "env_step": 0, "event": "start"}\n'
+    (run / EVENTS).write_text('{"time": "2026-01-01T00:00:00", "env_step": 0, "event": "start"}\n'
                                       '{"time": "2026-01-01T00:0')  # partial last event line
     return run
 
@@ -121,10 +125,10 @@ def root(tmp_path: Path) -> Path:
     (r / "notes").mkdir()
     (r / "notes" / "README.txt").write_text("not a run")
     (r / "alpha" / "default" / "scratch").mkdir()
-    (r / "alpha" / "default" / "scratch" / "eval.csv").write_text("env_step,mppi_return\n1,10000\n")
+    (r / "alpha" / "default" / "scratch" / EVAL).write_text("env_step,mppi_return\n1,10000\n")
     (r / "alpha" / "default" / "seed9").mkdir()  # empty: no run files
     (r / ".cache" / "x" / "seed1").mkdir(parents=True)
-    (r / ".cache" / "x" / "seed1" / "eval.csv").write_text("env_step,mppi_return\n1,10000\n")
+    (r / ".cache" / "x" / "seed1" / EVAL).write_text("env_step,mppi_return\n1,10000\n")
     (r / "stray.csv").write_text("a,b\n")
     return r
 
@@ -136,7 +140,7 @@ def stats_main(capsys, *argv) -> tuple[int, str, str]:
 
 
 def run_script(script: str, *argv, env_extra: dict | None = None, cwd: Path | None = None):
-    env = {k: v for k, v in os.environ.items() if k != runs_mod.RUNS_ENV}
+    env = {k: v for k, v in os.environ.items() if k != runlayout.RUNS_ENV}
     env.update(env_extra or {})
     return subprocess.run([sys.executable, str(REPO / "analysis" / script), *argv], capture_output=True,
                           text=True, env=env, cwd=cwd or REPO, timeout=120)
@@ -196,11 +200,11 @@ def test_phase_names_resolve_chains_and_prefer_phase_files():
 
 
 def test_runs_root_precedence(monkeypatch, tmp_path):
-    monkeypatch.delenv(runs_mod.RUNS_ENV, raising=False)
-    assert runs_mod.runs_root(None) == Path("runs")
-    monkeypatch.setenv(runs_mod.RUNS_ENV, str(tmp_path))
-    assert runs_mod.runs_root(None) == tmp_path
-    assert runs_mod.runs_root("elsewhere") == Path("elsewhere")
+    monkeypatch.delenv(runlayout.RUNS_ENV, raising=False)
+    assert runlayout.runs_root(None) == Path("runs")
+    monkeypatch.setenv(runlayout.RUNS_ENV, str(tmp_path))
+    assert runlayout.runs_root(None) == tmp_path
+    assert runlayout.runs_root("elsewhere") == Path("elsewhere")
 
 
 # ---- seed_stats: tables ----------------------------------------------------------------------------------------
@@ -341,6 +345,36 @@ def test_compare_probability_of_improvement_and_welch(root, phases_dir, capsys):
     assert code == 2 and err.startswith("error: --compare: no results for phase 'nope'")
 
 
+def test_plain_function_gives_the_cli_report(root, phases_dir, tmp_path, capsys):
+    """stats_report with plain arguments is the report the command line prints, flag for flag."""
+    imported = tmp_path / "more.csv"
+    imported.write_text("phase,seed,best_mppi\nimp,1,510\nimp,2,620\nphasex_4060,4,505\n")
+    argv = ["--runs", str(root), "--phases-dir", str(phases_dir), "--import", str(imported), "--reps", "150",
+            "--threshold", "450", "--ceiling", "650", "--compare", "alpha", "beta"]
+    code, printed_md, _ = stats_main(capsys, *argv)
+    assert code == 0
+    code, printed_json, _ = stats_main(capsys, *argv, "--format", "json")
+    assert code == 0
+    report = seed_stats.stats_report(root, [imported], threshold=450, ceiling=650, reps=150,
+                                     compare_phases=("alpha", "beta"), phases_dir=phases_dir)
+    assert capsys.readouterr() == ("", "")  # the plain function prints nothing (main prints the warnings)
+    assert json.loads(seed_stats.render_json(report)) == json.loads(printed_json)
+    assert seed_stats.render_markdown(report) == printed_md
+    ledger = {row["phase"]: row for row in report["ledger"]}
+    assert ledger["alpha"]["hits"] == 3 and ledger["imp"]["G2"] is False  # 450 and 650, not the defaults
+    # the two steps it is made of, and the defaults of the command line
+    names = seed_stats.phase_names(phases_dir)
+    results = seed_stats.gather(root, names=names)
+    default = seed_stats.build_report(results, names, reps=150)
+    assert default["settings"] == {"threshold": 500.0, "ceiling": 600.0, "reps": 150, "bootstrap": "numpy"}
+    code, out, _ = stats_main(capsys, "--runs", str(root), "--phases-dir", str(phases_dir), "--reps", "150",
+                              "--format", "json")
+    assert json.loads(seed_stats.render_json(default)) == json.loads(out)
+    # bad input raises AnalysisError (the command line prints it as `error: ...`, exit 2)
+    with pytest.raises(AnalysisError, match="does not exist"):
+        seed_stats.stats_report(tmp_path / "nowhere", phases_dir=phases_dir)
+
+
 # ---- seed_stats: imports ---------------------------------------------------------------------------------------
 
 def test_import_combines_with_runs_and_runs_win(root, phases_dir, tmp_path, capsys):
@@ -383,7 +417,7 @@ def test_duplicates_later_import_and_furthest_run_win(tmp_path, phases_dir, caps
 
 def test_import_alone_reproduces_log_section_9_2(capsys, monkeypatch):
     """The research log's section 9.2 table, typed in (analysis/import/README.md says how it was read)."""
-    monkeypatch.delenv(runs_mod.RUNS_ENV, raising=False)
+    monkeypatch.delenv(runlayout.RUNS_ENV, raising=False)
     code, out, _ = stats_main(capsys, "--import", str(REPO / "analysis/import/glass_log_9_2.csv"), "--format",
                               "json", "--reps", "100")
     assert code == 0
@@ -417,7 +451,7 @@ def test_error_missing_runs_root(tmp_path):
 def test_error_no_runs_found_and_default_root(tmp_path):
     empty = tmp_path / "empty"
     (empty / "notes").mkdir(parents=True)
-    result = run_script("seed_stats.py", env_extra={runs_mod.RUNS_ENV: str(empty)}, cwd=tmp_path)
+    result = run_script("seed_stats.py", env_extra={runlayout.RUNS_ENV: str(empty)}, cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error: no runs found under")
     assert result.stderr.strip().count("\n") == 0 and str(empty) in result.stderr
 
@@ -456,14 +490,35 @@ def test_bootstrap_is_seeded_and_matches_rliable_where_it_imports():
             uncertainty.probability_of_improvement(a, b, reps=200, engine="rliable")
 
 
-def test_bootstrap_draws_as_rliable_does():
-    """The numpy engine draws np.random.choice(n, n) per array and replicate in order (rliable's scheme)."""
-    np.random.seed(3)
-    a_rows, b_rows = uncertainty._draws((4, 4), 5)
-    np.random.seed(3)
-    sequential = [[np.random.choice(4, (4, 1), replace=True)[:, 0] for _ in range(2)] for _ in range(5)]
-    assert np.array_equal(a_rows, np.array([s[0] for s in sequential]))
-    assert np.array_equal(b_rows, np.array([s[1] for s in sequential]))
+def test_numpy_engine_resamples_as_rliable_does():
+    """The numpy engine's CIs are those of rliable's scheme written as a plain loop: numpy's global RNG seeded,
+    then per replicate `np.random.choice(n, (n, 1))` for each score array in turn, 95% percentile interval."""
+    from scipy import stats
+
+    reps, seed = 60, 7
+    values = np.array([284.0, 341.0, 526.0, 356.0, 264.0])
+    np.random.seed(seed)
+    rows = [np.random.choice(len(values), (len(values), 1), replace=True)[:, 0] for _ in range(reps)]
+    iqms = [stats.trim_mean(values[r], 0.25) for r in rows]
+    means = [values[r].mean() for r in rows]
+    got = uncertainty.iqm_and_mean(values, reps=reps, seed=seed)
+    assert (got["iqm_ci_low"], got["iqm_ci_high"]) == pytest.approx(tuple(np.percentile(iqms, [2.5, 97.5])))
+    assert (got["mean_ci_low"], got["mean_ci_high"]) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+
+    def improvement(x, y) -> float:  # P(x > y), ties half
+        return ((x[:, None] > y[None, :]).sum() + 0.5 * (x[:, None] == y[None, :]).sum()) / (len(x) * len(y))
+
+    # arrays of the same size (drawn in one call by the engine) and of different sizes (drawn one by one)
+    for a, b in ((np.array([526.0, 294.0, 227.0, 562.0]), np.array([578.0, 254.0, 33.0, 300.0])),
+                 (np.array([526.0, 294.0, 227.0, 562.0]), np.array([578.0, 254.0, 33.0]))):
+        np.random.seed(seed)
+        replicates = []
+        for _ in range(reps):
+            ra = np.random.choice(len(a), (len(a), 1), replace=True)[:, 0]
+            rb = np.random.choice(len(b), (len(b), 1), replace=True)[:, 0]
+            replicates.append(improvement(a[ra], b[rb]))
+        _, low, high = uncertainty.probability_of_improvement(a, b, reps=reps, seed=seed)
+        assert (low, high) == pytest.approx(tuple(np.percentile(replicates, [2.5, 97.5])))
 
 
 # ---- colours and curves ----------------------------------------------------------------------------------------

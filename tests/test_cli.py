@@ -1,10 +1,12 @@
-"""The launcher through its real command line: bad input exits 2 with one line naming it, and writes nothing.
+"""The launcher through its real command line: bad input exits 2 with one line naming it, and writes nothing;
+the `tdmpc-glass` console command reaches the launcher and forwards to the other tools.
 
 Phase files for the error cases are written under tmp_path (a PHASE argument may be a path to a .yaml file);
 a parent named in `extends` is looked up next to the file first, then in phases/.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +14,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments import launch
+from experiments import launch, rundirs
+from experiments.cli import FORWARDED
 from experiments.phases import PHASES_DIR, read_phase, resolve
+from experiments.rundirs import run_record
 from tdmpc_glass.config import to_dict
+from tdmpc_glass.runlayout import CONFIG, EVAL, RUNS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args, env_extra=None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != launch.RUNS_ENV}
+    env = {k: v for k, v in os.environ.items() if k != RUNS_ENV}
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "experiments.launch", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
@@ -51,7 +56,7 @@ def runs(tmp_path) -> Path:
     """A runs root with one unrelated run in it, so 'nothing written' is checked against a real tree."""
     root = tmp_path / "runs"
     (root / "other" / "default" / "seed1").mkdir(parents=True)
-    (root / "other" / "default" / "seed1" / "eval.csv").write_text("env_step,mppi_return\n0,1.0\n")
+    (root / "other" / "default" / "seed1" / EVAL).write_text("env_step,mppi_return\n0,1.0\n")
     return root
 
 
@@ -126,15 +131,15 @@ def test_argparse_usage_errors_exit_2():
 
 
 def existing_run(runs: Path, seed: int, **changes) -> Path:
-    """A config.yaml as `run z` writes it, with some config values changed."""
+    """A run's config file as `run z` writes it, with some config values changed."""
     resolved = resolve("z", "default")
     config = to_dict(resolved.cfg)
     for key, value in changes.items():
         section, name = key.split(".")
         config[section][name] = value
-    record = launch.run_record(resolved, seed)
+    record = run_record(resolved, seed)
     record["config"] = config
-    path = runs / "z" / "default" / f"seed{seed}" / "config.yaml"
+    path = runs / "z" / "default" / f"seed{seed}" / CONFIG
     path.parent.mkdir(parents=True)
     path.write_text(yaml.safe_dump(record, sort_keys=False))
     return path
@@ -151,9 +156,9 @@ def test_a_run_dir_holding_a_different_config_exits_2_and_nothing_is_written(run
 def test_a_run_dir_with_files_but_no_config_is_refused(runs):
     seed_dir = runs / "z" / "default" / "seed1"
     seed_dir.mkdir(parents=True)
-    (seed_dir / "eval.csv").write_text("env_step\n")
+    (seed_dir / EVAL).write_text("env_step\n")
     before = tree(runs)
-    assert_one_line_error(cli("run", "z", "--seeds", "1", "--runs-root", runs), str(seed_dir), "no config.yaml")
+    assert_one_line_error(cli("run", "z", "--seeds", "1", "--runs-root", runs), str(seed_dir), f"no {CONFIG}")
     assert tree(runs) == before
 
 
@@ -188,7 +193,7 @@ def test_describe_json_is_one_object_with_integer_parameter_counts():
 
 def test_runs_root_comes_from_the_flag_else_the_environment_else_runs():
     pytest.importorskip("tdmpc_glass.world_model", reason="world_model.count_params is written by another module")
-    env = {launch.RUNS_ENV: "/from-env"}
+    env = {RUNS_ENV: "/from-env"}
     assert describe_json("demo", "--seeds", "2", env_extra=env)[0]["run_dirs"] == ["/from-env/demo/default/seed2"]
     assert describe_json("demo", "--seeds", "2", "--runs-root", "/flag", env_extra=env)[0]["run_dirs"] == [
         "/flag/demo/default/seed2"]
@@ -217,6 +222,47 @@ def test_list_prints_every_phase():
     aa = next(row for row in rows if row[0] == "aa")
     assert aa[1:5] == ["z", "yes", "1-3", "k64,k128,k256"]
     assert next(row for row in rows if row[0] == "t")[2] == "NO"
+
+
+# ---- the console command (pyproject.toml [project.scripts]) ----------------------------------------------------
+
+CONSOLE = Path(sys.executable).parent / "tdmpc-glass"  # installed beside the venv's python by pip install -e
+
+
+def console(*args) -> subprocess.CompletedProcess:
+    assert CONSOLE.exists(), f"{CONSOLE} is not installed: pip install -e . (make install)"
+    env = {k: v for k, v in os.environ.items() if k != RUNS_ENV}
+    return subprocess.run([str(CONSOLE), *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL)
+
+
+def test_the_console_command_lists_every_subcommand():
+    result = console("--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: tdmpc-glass")
+    # one line per subcommand, indented by four spaces (a wrapped help line is indented further)
+    listed = [line.split()[0] for line in result.stdout.splitlines() if re.match(r"^ {4}\S", line)]
+    assert listed == ["run", "describe", "sweep", "list", "validate", "stats", "curves", "dashboard", "video", "bench"]
+    assert set(FORWARDED) == {"stats", "curves", "dashboard", "video", "bench"}
+
+
+def test_the_console_command_runs_the_launcher():
+    result, same = console("list"), cli("list")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == same.stdout and result.stdout.startswith("phase ")
+    assert_one_line_error(console("run", "hoper"), "unknown phase 'hoper'")  # the launcher's errors and exit 2
+    usage = console("run")
+    assert usage.returncode == 2 and "usage: tdmpc-glass run" in usage.stderr
+    assert console("frobnicate").returncode == 2
+
+
+def test_the_console_command_forwards_the_rest_of_the_line_to_the_tool():
+    result = console("stats", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--runs" in result.stdout and "--compare" in result.stdout  # seed_stats' own flags
+    assert "COMMAND" not in result.stdout
+    bad = console("stats", "--no-such-flag")
+    assert bad.returncode == 2 and "--no-such-flag" in bad.stderr
 
 
 def test_validate_all_passes():
@@ -255,7 +301,7 @@ def fake_train(monkeypatch):
         return codes.pop(0) if codes else 0
 
     monkeypatch.setattr(tdmpc_glass.train, "train", train)
-    monkeypatch.setattr(launch, "enable_compilation_cache", lambda: None)
+    monkeypatch.setattr(rundirs, "enable_compilation_cache", lambda: None)
     return calls, codes
 
 
@@ -276,12 +322,12 @@ def test_run_writes_config_yaml_per_seed_and_trains_each_variant_once_with_all_s
         assert call["run_dirs"] == [runs / "sw" / variant / f"seed{k}" for k in (1, 2, 3)]
         assert call["cfg"].train.steps == 8000 and call["cfg"].task == "cartpole-swingup"
         for seed, run_dir in zip(call["seeds"], call["run_dirs"]):
-            record = yaml.safe_load((run_dir / "config.yaml").read_text())
+            record = yaml.safe_load((run_dir / CONFIG).read_text())
             assert record["phase"] == {"name": "sw", "variant": variant, "description": "two variants",
                                        "benchmark_fair": False, "aliases": ["sweep_old"]}
             assert record["seed"] == seed
             assert record["config"] == to_dict(call["cfg"])
-            assert [p.name for p in run_dir.iterdir()] == ["config.yaml"]  # no temp file left behind
+            assert [p.name for p in run_dir.iterdir()] == [CONFIG]  # no temp file left behind
 
 
 def test_run_defaults_to_the_phase_seeds_and_the_default_variant(tmp_path, runs, fake_train):
@@ -297,7 +343,7 @@ def test_rerun_may_raise_steps_but_not_change_anything_else(tmp_path, runs, fake
     args = ["run", "demo", "--seeds", "1", "--runs-root", str(runs), "--no-progress"]
     assert launch.main(args) == 0
     assert launch.main(args + ["--steps", "60000"]) == 0  # extending a run keeps its directory
-    config_file = runs / "demo" / "default" / "seed1" / "config.yaml"
+    config_file = runs / "demo" / "default" / "seed1" / CONFIG
     assert yaml.safe_load(config_file.read_text())["config"]["train"]["steps"] == 60000
     before = tree(runs)
     assert launch.main(args + ["--set", "optim.lr=1e-3"]) == 2

@@ -73,6 +73,34 @@ def test_cross_field_check_errors_name_the_resolved_config():
     assert error_of([("p.yaml", {"model.size": 7})]).startswith("resolved config: model.size:")
 
 
+@pytest.mark.parametrize("key, value, why", [
+    ("graph", "dense", "'dense' is not one of rownorm_sym, counts_sym, flow"),
+    ("graph_grad", "some", "'some' is not one of full, prototypes, none"),
+    ("se_objective", "h3", "'h3' is not one of h2, neg_resistance"),
+    ("balance", "l2", "'l2' is not one of kl, sinkhorn, none"),
+    ("num_prototypes", 1, "need N >= 2 prototypes"), ("num_clusters", 0, "need K >= 1 clusters"),
+    ("num_super", -1, "need K_super >= 0"),
+    ("tau_p", 0.0, "must be > 0"), ("contrast_tau", -1.0, "must be > 0"),
+    ("lambda_se", -1e-4, "must be >= 0"), ("lambda_bal", -1.0, "must be >= 0"), ("lambda_temp", -1.0, "must be >= 0"),
+    ("lambda_window", -1.0, "must be >= 0"), ("lambda_row_entropy", -1.0, "must be >= 0"),
+    ("lambda_contrast", -1.0, "must be >= 0"), ("intrinsic_coef", -0.1, "must be >= 0"),
+    ("graph_eps", -1e-6, "must be >= 0"), ("window", 0, "must be >= 1"),
+    ("intrinsic_decay_until", 0, "must be null or >= 1"),
+])
+def test_bad_glass_values_name_the_key_in_one_line(key, value, why):
+    """Each glass.* key's allowed values, checked once (GlassConfig.validate), with Glass on or off."""
+    for enabled in (False, True):
+        message = error_of([("p.yaml", {"glass.enabled": enabled, f"glass.{key}": value})])
+        assert message.startswith(f"resolved config: glass.{key}: ") and why in message, message
+
+
+def test_glass_window_must_fit_a_sampled_slice_when_its_loss_is_on():
+    layers = {"horizon": 3, "glass.window": 5}
+    assert build_config([("p.yaml", layers)]).glass.window == 5  # the loss is off: only the diagnostic, clamped
+    assert error_of([("p.yaml", {**layers, "glass.lambda_window": 1e-3})]) == (
+        "resolved config: glass.window: 5 must be in [1, horizon + 1 = 4] (windows lie inside one sampled slice)")
+
+
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
 

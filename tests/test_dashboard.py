@@ -27,9 +27,10 @@ pytest.importorskip("dash", reason="the dashboard extra is not installed (pip in
 
 from dashboard_runs import EVAL_HEADER, make_runs_root  # noqa: E402  (tests/ is on sys.path under pytest)
 
-from analysis import curves, dashboard, seed_stats  # noqa: E402
+from analysis import curves, dashboard, dashboard_run, seed_stats  # noqa: E402
 from analysis import dashboard_figures as figs  # noqa: E402
 from analysis.runs import load_runs  # noqa: E402
+from tdmpc_glass.runlayout import EVAL, RUNS_ENV  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "analysis" / "dashboard.py"
@@ -40,7 +41,7 @@ APPENDED_SCORE = 777.7  # a score no generated run has, so its appearance on the
 
 
 def run_cli(*argv, timeout: float = 60):
-    env = {k: v for k, v in os.environ.items() if k != "TDMPC_GLASS_RUNS"}
+    env = {k: v for k, v in os.environ.items() if k != RUNS_ENV}
     return subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True, timeout=timeout,
                           env=env, cwd=REPO)
 
@@ -102,6 +103,10 @@ def test_band_polygon_splits_where_undefined():
     xs, ys = figs.band_polygon(steps, low, high)
     assert xs == [2.0, 3.0, 3.0, 2.0, None, 5.0, 5.0]
     assert ys == [3.0, 4.0, 2.0, 1.0, None, 6.0, 4.0]
+    # defined from the first step, and nowhere
+    xs, ys = figs.band_polygon(steps[:3], low[1:4], high[1:4])
+    assert (xs, ys) == ([1.0, 2.0, 2.0, 1.0], [3.0, 4.0, 2.0, 1.0])
+    assert figs.band_polygon(steps, np.full(5, np.nan), high) == ([], [])
 
 
 def test_ledger_is_seed_stats_report(generated, capsys):
@@ -139,12 +144,13 @@ def test_run_urls_round_trip(generated):
     root, phases = generated
     runs = load_runs(root, phases_dir=phases)
     for run in runs:
-        href = dashboard.run_href(run, runs)
-        assert dashboard.find_run(runs, *dashboard.parse_run_path(href)) is run
+        href = dashboard_run.run_href(run, runs)
+        assert dashboard_run.find_run(runs, *dashboard_run.parse_run_path(href)) is run
     seed4 = next(r for r in runs if r.seed == 4 and r.label == "alpha")
-    assert dashboard.run_href(seed4, runs) == "/run/alpha/default/seed4"  # canonical name, folder alpha_old
-    assert dashboard.parse_run_path("/run/beta/k128/seed2") == ("beta", "k128", 2)
-    assert dashboard.parse_run_path("/run/beta/k128") is None
+    assert dashboard_run.run_href(seed4, runs) == "/run/alpha/default/seed4"  # canonical name, folder alpha_old
+    assert dashboard_run.parse_run_path("/run/beta/k128/seed2") == ("beta", "k128", 2)
+    for other in ("/run/beta/k128", "/run/beta/k128/2", "/run/beta/k128/seedx", "/ledger", "/run/a/b/seed1/c"):
+        assert dashboard_run.parse_run_path(other) is None, other
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
@@ -176,7 +182,7 @@ def live(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--runs", str(root), "--phases-dir", str(phases),
                              "--port", "0", "--poll-ms", str(POLL_MS), "--reps", "200"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            env={k: v for k, v in os.environ.items() if k != "TDMPC_GLASS_RUNS"})
+                            env={k: v for k, v in os.environ.items() if k != RUNS_ENV})
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 60)
         line = proc.stdout.readline() if ready else ""
@@ -293,7 +299,7 @@ def test_row_appended_while_open_appears_after_polling(browser, live):
         return next((t for t in browser.execute_script(GRAPH_DATA, "graph-mppi") if t["name"] == "alpha s3"), None)
 
     assert APPENDED_SCORE not in wait_for(seed3, "seed 3's line")["y"]
-    path = live["root"] / "alpha" / "default" / "seed3" / "eval.csv"
+    path = live["root"] / "alpha" / "default" / "seed3" / EVAL
     live["touched"].add(str(path))
     with open(path, "a", newline="") as f:  # seed 3 (running) logs its 7th evaluation
         csv.writer(f).writerow([350_000, 175_000, APPENDED_SCORE, 20.0, 600.0, 25.0, 10, 210.0])
@@ -306,8 +312,8 @@ def test_row_appended_while_open_appears_after_polling(browser, live):
         f.write("400000,200000,12")
     new_run = live["root"] / "alpha" / "default" / "seed6"
     new_run.mkdir()
-    live["touched"].update({str(new_run), str(new_run / "eval.csv")})
-    with open(new_run / "eval.csv", "w", newline="") as f:
+    live["touched"].update({str(new_run), str(new_run / EVAL)})
+    with open(new_run / EVAL, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(EVAL_HEADER)
         w.writerow([50_000, 25_000, 510.0, 5.0, 490.0, 5.0, 10, 30.0])  # a hit: alpha keeps G1

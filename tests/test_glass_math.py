@@ -1,4 +1,5 @@
 """Glass math: structural entropy against loop references, invariances, graph construction, losses, k-means."""
+import dataclasses
 import functools
 import itertools
 import math
@@ -525,7 +526,7 @@ def test_glass_losses_default_terms_and_diagnostics():
                     proto=g.prototype_balance_loss(c), cluster=g.cluster_balance_loss(c, s),
                     temp=g.temporal_loss(z[:-1], z[1:]), active=g.active_prototypes(c))
 
-    total, info = jax.jit(g.glass_losses)(params, z)
+    total, info = jax.jit(g.glass_losses)(params, z)  # the default settings: those of the glass.* schema
     ref = {k: float(v) for k, v in reference(params, z).items()}
     assert float(info["se"]) == pytest.approx(ref["se"], rel=1e-5)
     assert float(info["loss_se"]) == pytest.approx(ref["se"], rel=1e-5)
@@ -534,7 +535,10 @@ def test_glass_losses_default_terms_and_diagnostics():
     assert float(info["loss_cluster_bal"]) == pytest.approx(ref["cluster"], abs=1e-6)
     assert float(info["loss_temp"]) == pytest.approx(ref["temp"], rel=1e-5)
     assert float(info["k_switch_rate"]) == pytest.approx(ref["switch"])
-    assert float(info["window_mi"]) == pytest.approx(ref["window"], abs=1e-6)  # window 5 clamped to T = 4
+    assert float(info["window_mi"]) == pytest.approx(ref["window"], abs=1e-6)  # default window 4 = T
+    # a window longer than the slices is clamped to T = 4 for the diagnostic when the window loss is off
+    _, clamped = jax.jit(functools.partial(g.glass_losses, cfg=g.GlassLossConfig(window=9)))(params, z)
+    assert float(clamped["window_mi"]) == pytest.approx(ref["window"], abs=1e-6)
     assert float(info["active_prototypes"]) == ref["active"]
     expected = 1e-4 * ref["se"] + 1e-3 * (ref["cluster"] + ref["proto"]) + 1e-4 * ref["temp"]
     assert float(total) == pytest.approx(expected, rel=1e-5)
@@ -615,10 +619,12 @@ def test_neg_resistance_has_the_same_cluster_gradient_as_h2():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^glass\.graph: 'nope' is not one of rownorm_sym, counts_sym, flow$"):
         g.GlassLossConfig(graph="nope")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^glass\.graph_grad: "):
         g.GlassLossConfig(graph_grad="sometimes")
+    with pytest.raises(ValueError, match=r"^glass\.window: "):
+        g.GlassLossConfig(window=0)
     params, z, _ = make_batch(8)
     with pytest.raises(ValueError):
         g.glass_losses(params, z, g.GlassLossConfig(lambda_window=1.0, window=10))
@@ -626,6 +632,27 @@ def test_config_validation():
         g.glass_losses(params, z, g.GlassLossConfig(lambda_contrast=1.0))
     with pytest.raises(ValueError):
         g.transition_graph(jnp.ones((2, 3)), jnp.ones((2, 3)), kind="dense")
+
+
+def test_loss_settings_are_the_config_schema_hashable_and_read_only():
+    """GlassLossConfig is config.GlassConfig (same fields, defaults and checks) plus two task-derived values;
+    equal settings hash equal (one jit cache entry) and cannot be changed once made (a static jit argument)."""
+    from tdmpc_glass.config import GlassConfig
+
+    schema = [(f.name, f.default) for f in dataclasses.fields(GlassConfig)]
+    loss_fields = [(f.name, f.default) for f in dataclasses.fields(g.GlassLossConfig)]
+    assert loss_fields == schema + [("contact_index", ()), ("intrinsic", False)]
+    a, b = g.GlassLossConfig(window=3), g.GlassLossConfig.from_config(GlassConfig(window=3))
+    assert a == b and hash(a) == hash(b) and a != g.GlassLossConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.window = 5
+    section = GlassConfig(lambda_se=0.5)
+    settings = g.GlassLossConfig.from_config(section, contact_index=[13, 14], intrinsic=True)
+    section.lambda_se = 0.0  # a copy: later changes to the config section do not reach the settings
+    assert settings.lambda_se == 0.5 and settings.contact_index == (13, 14) and settings.intrinsic
+    assert settings.contact_threshold == g.CONTACT_THRESHOLD == pytest.approx(math.log(2.0))
+    with pytest.raises(ValueError, match=r"^glass\.tau_p: "):
+        g.GlassLossConfig.from_config(GlassConfig(tau_p=0.0))
 
 
 def test_jit_and_vmap_over_seeds_match_per_seed_results():

@@ -1,4 +1,6 @@
 """Glass wired into the model: switches, where gradients go, Glass off = vanilla, MoE-Q with zero offsets."""
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -47,6 +49,21 @@ def test_glass_off_is_vanilla_whatever_its_other_settings():
     for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s2)):
         np.testing.assert_array_equal(a, b)
     assert set(m1) == set(m2)
+
+
+def test_the_loss_settings_are_the_glass_section_itself():
+    """One schema: every glass.* key reaches the loss settings with its config value (window included, 4 by
+    default), plus the two values the task decides; Hyper stays hashable (a static jit argument)."""
+    cfg = small_config(enabled=True, window=3, lambda_window=1e-3, graph="flow", active_threshold=0.1,
+                       intrinsic_coef=0.2)
+    settings = agent.glass_settings(cfg)
+    assert {k: getattr(settings, k) for k in dataclasses.asdict(cfg.glass)} == dataclasses.asdict(cfg.glass)
+    assert settings.contact_index == () and settings.intrinsic  # no lambda_contrast: no touch indices needed
+    assert agent.glass_settings(small_config(enabled=True)).window == Config().glass.window == 4
+    h = agent.Hyper.from_config(cfg)
+    assert h.glass == settings and hash(h) == hash(agent.Hyper.from_config(cfg))
+    assert h != agent.Hyper.from_config(small_config(enabled=True))
+    assert agent.Hyper.from_config(small_config()).glass is None
 
 
 def test_glass_on_adds_its_parameters_and_finite_diagnostics():

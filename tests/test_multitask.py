@@ -1,8 +1,6 @@
 """Multi-task hop+stand (tdmpc_glass/multitask.py, research log 10.8): the usage controller, per-env tasks in
 the env pool, the task id in the observation, config checks, and a multi-task training run that resumes."""
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +10,6 @@ from tdmpc_glass.envs import EnvPool
 from tdmpc_glass.multitask import TaskSampler, one_hot, target_usage, with_task_id
 from tdmpc_glass.train import Trainer
 
-sys.path.insert(0, str(Path(__file__).parent))
 from train_script import assert_extension_reproduces, rows, tiny_config  # noqa: E402
 
 TASKS = ["hopper-hop", "hopper-stand"]
@@ -129,10 +126,10 @@ def test_multitask_run_logs_p_evaluates_on_hop_and_resumes_exactly(tmp_path):
     full = [tmp_path / "full" / "seed1", tmp_path / "full" / "seed2"]
     trainer = Trainer(cfg, [1, 2], full, progress=False)
     try:
-        assert trainer.obs_dim == 17 and trainer.pool.tasks == tuple(TASKS)
+        assert trainer.obs_dim == 17 and trainer.env.pool.tasks == tuple(TASKS)
         assert trainer.run() == 0
     finally:
-        trainer._close_pools()
+        trainer.close()
     for run in full:
         train_rows = rows(run / "train.csv")
         p = [float(r["task_p_hopper-hop"]) + float(r["task_p_hopper-stand"]) for r in train_rows]

@@ -2,9 +2,7 @@
 perturbation, basin restart, and their config checks. Fast tests act on tiny states directly; the slow ones
 train tiny runs through the Trainer."""
 import json
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -14,10 +12,11 @@ import pytest
 
 from tdmpc_glass import agent, checkpoint, schedules
 from tdmpc_glass.config import ScheduleConfig, check
-from tdmpc_glass.train import RESTARTS_DIR, Trainer, begin_restart, train
+from tdmpc_glass import interventions, runlayout
+from tdmpc_glass.basin import begin_restart
+from tdmpc_glass.train import Trainer, train
 from tdmpc_glass.world_model import make_networks
 
-sys.path.insert(0, str(Path(__file__).parent))
 from train_script import assert_extension_reproduces, rows as csv_rows, tiny_config  # noqa: E402
 
 OBS, ACT = 15, 4
@@ -61,9 +60,10 @@ def test_smoothing_coefficient_switches_on_at_its_step_without_changing_type():
     before, after = schedules.action_smooth_coef(s, 249_999), schedules.action_smooth_coef(s, 250_000)
     assert float(before) == 0.0 and float(after) == pytest.approx(1e-3)
     assert before.shape == after.shape == () and before.dtype == after.dtype == jnp.float32
-    f = jax.jit(lambda c: c * 2.0)
+    traces = []
+    f = jax.jit(lambda c: traces.append(1) or c * 2.0)
     f(before), f(after)
-    assert f._cache_size() == 1
+    assert len(traces) == 1
 
 
 def test_smoothing_loss_matches_a_brute_force_sum():
@@ -216,7 +216,7 @@ def test_begin_restart_archives_the_attempt_and_is_safe_to_repeat(tmp_path):
         (run / name).write_text(name)
     (run / "status.json").write_text(json.dumps({"status": "restarting", "attempt": 1}))
     status = begin_restart(run, 1)
-    archive = run / RESTARTS_DIR / "attempt0"
+    archive = runlayout.attempt_dir(run, 0)
     assert status["status"] == "running" and status["attempt"] == 1 and status["env_step"] == 0
     assert (archive / "eval.csv").read_text() == "eval.csv" and (archive / "checkpoints" / "step_0000000080.npz").exists()
     assert not (run / "eval.csv").exists() and not list((run / "checkpoints").glob("*.npz"))
@@ -265,9 +265,9 @@ def test_scheduled_run_logs_its_events_does_not_retrace_and_resumes_exactly(tmp_
     try:
         assert trainer.run() == 0
     finally:
-        trainer._close_pools()
+        trainer.close()
     # smoothing switching on at 160 and the events did not add compiled round variants
-    assert trainer.round_traces <= 5 and trainer._round_jit._cache_size() == trainer.round_traces
+    assert 1 <= trainer.traces["round"] <= 5
     for run in full:
         got = [(e["event"], e["env_step"]) for e in events(run)]
         assert ("q_reset", 120) in got and ("perturb", 160) in got
@@ -292,10 +292,14 @@ def restart_config(**train):
 def test_forced_basin_restart_fires_is_logged_and_restarts_only_that_seed(tmp_path, monkeypatch):
     cfg = restart_config(steps=240, eval_freq=120)
     dirs = [tmp_path / "seed1", tmp_path / "seed2"]
-    real = Trainer._basin_metric
-    # the condition holds for seed 1 only: seed 2 reports plenty of active prototypes
-    monkeypatch.setattr(Trainer, "_basin_metric",
-                        lambda self, i: real(self, i) if self.seeds[i] == 1 else 10.0**7)
+    real = interventions.BasinCheck.after_round
+
+    def seed2_is_healthy(self, states, view):  # the condition holds for seed 1 only
+        column = np.array(view.last_row["active_prototypes"], dtype=float)
+        column[[i for i, s in enumerate(view.seeds) if s == 2]] = 10.0**7
+        return real(self, states, view._replace(last_row={**view.last_row, "active_prototypes": column}))
+
+    monkeypatch.setattr(interventions.BasinCheck, "after_round", seed2_is_healthy)
     assert train(cfg, [1, 2], dirs, progress=False) == 0
     restart = [e for e in events(dirs[0]) if e["event"] == "restart"]
     assert len(restart) == 1 and restart[0]["env_step"] == 160 and restart[0]["attempt"] == 1
@@ -309,14 +313,14 @@ def test_forced_basin_restart_fires_is_logged_and_restarts_only_that_seed(tmp_pa
         assert status["status"] == "done" and status["env_step"] == 240
     assert json.loads((dirs[0] / "status.json").read_text())["attempt"] == 1
     # attempt 0 is archived; the final run of seed 1 started over from env step 0 with seed 101
-    archived = dirs[0] / RESTARTS_DIR / "attempt0"
+    archived = runlayout.attempt_dir(dirs[0], 0)
     assert [int(r["env_step"]) for r in csv_rows(archived / "eval.csv")] == [0, 120]
     assert [int(r["env_step"]) for r in csv_rows(dirs[0] / "eval.csv")] == [0, 120, 240]
     template = Trainer(cfg, [1], [tmp_path / "template"], progress=False)
     try:
-        shape = template._template()
+        shape = template.state_template()
     finally:
-        template._close_pools()
+        template.close()
     old, old_meta = checkpoint.load(checkpoint.path_for(archived / "checkpoints", 80), shape)
     new, new_meta = checkpoint.load(checkpoint.path_for(dirs[0] / "checkpoints", 240), shape)
     assert old_meta["schedule"]["attempt"] == 0 and new_meta["schedule"] == {"attempt": 1, "run_seed": 101}

@@ -2,8 +2,6 @@
 decay, the pools, the config checks, and through the trainer: shaped rewards in the buffer, task returns in eval."""
 import csv
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +13,6 @@ from tdmpc_glass.envs import EnvPool, load
 from tdmpc_glass.envs.dmc import EnvChunk
 from tdmpc_glass.envs.shaping import COS_FALL, HopperTerms, coefficients, shaped_reward
 
-sys.path.insert(0, str(Path(__file__).parent))
 from train_script import tiny_config  # noqa: E402
 
 
@@ -162,7 +159,7 @@ def test_shaped_rewards_train_the_agent_and_never_reach_evaluation(tmp_path, mon
     try:
         assert trainer.run() == 0
     finally:
-        trainer._close_pools()
+        trainer.close()
     train_pool, eval_pool = pools
     assert train_pool.pool.shaping and not eval_pool.pool.shaping
     E, L = cfg.train.num_envs, cfg.train.episode_length
@@ -174,7 +171,7 @@ def test_shaped_rewards_train_the_agent_and_never_reach_evaluation(tmp_path, mon
     np.testing.assert_array_equal(raw, replay(cfg.task, train_pool.log, E))
     env_steps = np.arange(len(steps)) * cfg.train.action_repeat * E
     expected = np.array([shaped_reward(r, e[3], cfg.shaping, s) for r, e, s in zip(raw, steps, env_steps)])
-    state, _ = checkpoint.load(checkpoint.path_for(run / "checkpoints", 160), trainer._template())
+    state, _ = checkpoint.load(checkpoint.path_for(run / "checkpoints", 160), trainer.state_template())
     rows = np.array([r for r in range(int(state.buffer.count)) if r % (L + 1) != 0])  # skip reset rows
     stored = np.asarray(state.buffer.reward)[rows]
     np.testing.assert_array_equal(stored, expected)

@@ -4,7 +4,6 @@ real tiny phase trains to the end on a local Ray (then a re-run skips its finish
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -14,12 +13,13 @@ import yaml
 from experiments import launch, sweep
 from experiments.phases import ROOT, resolve, resolve_variants
 from tdmpc_glass.config import flatten, to_dict
+from tdmpc_glass.runlayout import CONFIG, EVAL, EVENTS, STATUS
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_cli import (  # noqa: E402  (fixtures and helpers of the launcher's command-line tests)
+# pytest puts tests/ (this file's folder, not a package) first on the import path: the helpers of other test files
+from test_cli import (  # fixtures and helpers of the launcher's command-line tests
     BAD_PHASES, assert_one_line_error, cli, fake_train, runs, tree, write_phase,
 )
-from train_script import tiny_config  # noqa: E402
+from train_script import tiny_config
 
 __all__ = ["fake_train", "runs"]  # fixtures used by name below
 
@@ -87,7 +87,7 @@ def test_local_sweep_runs_each_variant_once_and_prints_a_summary(tmp_path, runs,
                                                                                   (16, [1, 2], True)]
     assert calls[0]["run_dirs"] == [(runs / "sw" / "k8" / f"seed{k}").absolute() for k in (1, 2)]
     assert all(c["cfg"].train.steps == 4000 for c in calls)
-    record = yaml.safe_load((runs / "sw" / "k16" / "seed2" / "config.yaml").read_text())
+    record = yaml.safe_load((runs / "sw" / "k16" / "seed2" / CONFIG).read_text())
     assert record["seed"] == 2 and record["phase"]["variant"] == "k16"
     out = capsys.readouterr().out.splitlines()
     assert out[-3:] == ["variant  seeds  exit", "k8       1-2    0", "k16      1-2    3"]
@@ -109,7 +109,7 @@ def test_sweep_refuses_a_run_dir_of_another_config_before_training_anything(tmp_
     assert launch.main(["sweep", phase, "--variant", "k16", "--seeds", "2", "--runs-root", str(runs)]) == 0
     before = tree(runs)
     assert launch.main(["sweep", phase, "--seeds", "1-2", "--runs-root", str(runs), "--set", "optim.lr=1e-3"]) == 2
-    assert "sw/k16/seed2/config.yaml holds a different config: optim.lr" in capsys.readouterr().err
+    assert f"sw/k16/seed2/{CONFIG} holds a different config: optim.lr" in capsys.readouterr().err
     assert tree(runs) == before and len(calls) == 1
 
 
@@ -121,14 +121,14 @@ def test_a_sweep_does_not_start_jobs_whose_seeds_all_ended_and_reports_earlier_f
     assert launch.main(args) == 0 and len(calls) == 2
     status = {"status": "done", "env_step": 4000}
     for variant, seed in (("k8", 1), ("k8", 2), ("k16", 1)):
-        (runs / "sw" / variant / f"seed{seed}" / "status.json").write_text(json.dumps(status))
+        (runs / "sw" / variant / f"seed{seed}" / STATUS).write_text(json.dumps(status))
     capsys.readouterr()
     assert launch.main(args) == 0
     assert len(calls) == 3 and calls[-1]["run_dirs"][0].parent.name == "k16"  # k16 seed 2 was left to train
     assert "k8       1-2    0     already done" in capsys.readouterr().out
-    (runs / "sw" / "k16" / "seed2" / "status.json").write_text(json.dumps({"status": "failed", "env_step": 80}))
+    (runs / "sw" / "k16" / "seed2" / STATUS).write_text(json.dumps({"status": "failed", "env_step": 80}))
     assert launch.main(args) == 1 and len(calls) == 3
-    assert "k16      1-2    1     seed 2 failed earlier (see events.jsonl)" in capsys.readouterr().out
+    assert f"k16      1-2    1     seed 2 failed earlier (see {EVENTS})" in capsys.readouterr().out
     assert launch.main(args[:-1] + ["8000"]) == 0 and len(calls) == 5  # more steps: both have seeds to extend
 
 
@@ -136,7 +136,7 @@ def test_the_phase_P_runs_under_its_file_stem(runs, fake_train):
     calls, _ = fake_train
     assert launch.main(["sweep", "P", "--seeds", "1", "--runs-root", str(runs)]) == 0
     assert calls[0]["run_dirs"] == [(runs / "P_intrinsic" / "default" / "seed1").absolute()]
-    record = yaml.safe_load((runs / "P_intrinsic" / "default" / "seed1" / "config.yaml").read_text())
+    record = yaml.safe_load((runs / "P_intrinsic" / "default" / "seed1" / CONFIG).read_text())
     assert record["phase"]["name"] == "P" and record["config"]["glass"]["intrinsic_coef"] == 0.1
 
 
@@ -223,14 +223,14 @@ def test_a_ray_sweep_of_a_tiny_phase_with_two_seeds_completes_and_a_rerun_skips_
     assert result.stdout.splitlines()[-2:] == ["variant  seeds  exit", "default  1-2    0"]
     for seed in (1, 2):
         run = root / "tiny" / "default" / f"seed{seed}"
-        status = json.loads((run / "status.json").read_text())
+        status = json.loads((run / STATUS).read_text())
         assert status["status"] == "done" and status["env_step"] == 320
-        evals = (run / "eval.csv").read_text().splitlines()
+        evals = (run / EVAL).read_text().splitlines()
         assert [line.split(",")[0] for line in evals[1:]] == ["0", "80", "160", "240", "320"]
-        assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == seed
-    before = {p: p.stat().st_mtime_ns for p in root.rglob("eval.csv")}
+        assert yaml.safe_load((run / CONFIG).read_text())["seed"] == seed
+    before = {p: p.stat().st_mtime_ns for p in root.rglob(EVAL)}
     again = cli("sweep", phase, "--backend", "ray", "--seeds", "1-2", "--runs-root", root)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.splitlines()[-2:] == ["variant  seeds  exit  note", "default  1-2    0     already done"]
     assert "ray:" not in again.stderr  # nothing left to train: Ray was not even started
-    assert {p: p.stat().st_mtime_ns for p in root.rglob("eval.csv")} == before
+    assert {p: p.stat().st_mtime_ns for p in root.rglob(EVAL)} == before

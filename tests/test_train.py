@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 
 from tdmpc_glass.train import Trainer
-
-sys.path.insert(0, str(Path(__file__).parent))
-from train_script import rows, tiny_config  # noqa: E402
+from train_script import rows, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).parent / "train_script.py"
@@ -98,12 +96,11 @@ def test_no_retracing_across_rounds(tmp_path):
     try:
         assert trainer.run() == 0
     finally:
-        trainer._close_pools()
+        trainer.close()
     # round kinds: no updates yet / seeding burst / regular, each with or without an episode's reset row
-    assert trainer.round_traces <= 5
-    assert trainer._round_jit._cache_size() == trainer.round_traces
+    assert 1 <= trainer.traces["round"] <= 5
     # acting: training planner, eval planner, eval policy prior
-    assert trainer._act._cache_size() <= 3
+    assert 1 <= trainer.traces["act"] <= 3
 
 
 def test_non_finite_training_marks_the_seed_failed_and_names_the_term(tmp_path):
@@ -115,7 +112,7 @@ def test_non_finite_training_marks_the_seed_failed_and_names_the_term(tmp_path):
     try:
         assert trainer.run() == 1
     finally:
-        trainer._close_pools()
+        trainer.close()
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     bad = [e for e in events if e["event"] == "nonfinite"]
     assert len(bad) == 1 and bad[0]["term"] and bad[0]["env_step"] > 0 and "update" in bad[0]

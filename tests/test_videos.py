@@ -1,41 +1,42 @@
 """K-labelled videos: the CLI on tiny runs (fresh checkpoints in the fast suite, a trained one in the slow
 test at the end), the K labels, the overlay, grids, Glass-off runs, checkpoint choice and errors, and the
-training switch. Rendering is headless (egl or osmesa; .ci/run installs the GL
-packages). Episodes are 20 agent steps (the tiny config) or capped with --max-steps."""
+training hook. Rendering is headless (egl or osmesa; .ci/run installs the GL packages). Episodes are 20
+agent steps (the tiny config) or capped with --max-steps."""
 import csv
+import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import imageio.v2 as imageio
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
 
+from train_script import tiny_config
+
 from tdmpc_glass import agent, checkpoint
 from tdmpc_glass import glass as glass_lib
-from tdmpc_glass import render
-from tdmpc_glass.config import to_dict
+from tdmpc_glass.acting import jit_act
+from tdmpc_glass.config import derive, to_dict
 from tdmpc_glass.envs.dmc import task_spec
-from tdmpc_glass.rollout import Episode, RunError, load_run, select_checkpoint
-from tdmpc_glass.train import Trainer, config_fingerprint, train
+from tdmpc_glass.planner import PlanSettings
+from tdmpc_glass.resume import config_fingerprint
+from tdmpc_glass.runlayout import CHECKPOINTS, CONFIG, EVAL, VIDEOS
+from tdmpc_glass.train import train
+from tdmpc_glass.video import frames, gl
+from tdmpc_glass.video.recorder import EvalVideoRecorder
+from tdmpc_glass.video.rollout import Episode, RunError, load_run, run_label, select_checkpoint, stack_states
 
-sys.path.insert(0, str(Path(__file__).parent))
-from train_script import tiny_config  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-CLI = ROOT / "videos" / "render.py"
+CLI = Path(__file__).resolve().parents[1] / "videos" / "render.py"
 
 
 def cli(*args, timeout=900):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, str(CLI), *map(str, args)], env=env, capture_output=True, text=True,
+    """`python videos/render.py ARGS` as a user runs it (the package is installed in the interpreter)."""
+    return subprocess.run([sys.executable, str(CLI), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -57,12 +58,12 @@ def write_run(run_dir: Path, cfg, seed: int, steps=(80,)):
     trainer write them)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"phase": {"name": "t", "variant": "default"}, "seed": seed, "config": to_dict(cfg)}
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    (run_dir / CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
     obs_dim, act_dim = task_spec(cfg.task)
     leaves = jax.tree.leaves(jax.device_get(agent.init_state(cfg, obs_dim, act_dim, seed)))
     for step in steps:
         meta = {"seed": seed, "env_step": step, "counters": {}, "fingerprint": config_fingerprint(cfg)}
-        checkpoint.save(run_dir / "checkpoints", step, leaves, meta)
+        checkpoint.save(run_dir / CHECKPOINTS, step, leaves, meta)
     return run_dir
 
 
@@ -76,25 +77,28 @@ def runs(tmp_path_factory):
     return [write_run(root / f"seed{seed}", cfg, seed, steps=(80, 160)) for seed in (1, 2)]
 
 
-def test_training_switch_writes_a_video_at_an_eval(tmp_path):
+def test_eval_recorder_writes_a_video_per_active_seed(tmp_path):
+    """The trainer's hook with the trainer's act (acting.jit_act): one MPPI episode per seed, written only for
+    the active seeds (train() calling it at every evaluation is checked by the slow test at the end)."""
     cfg = tiny_config(eval_episodes=1, video_at_eval=True)
     cfg.glass.enabled = True
-    run_dir = tmp_path / "tiny" / "default" / "seed1"
-    trainer = Trainer(cfg, [1], [run_dir], progress=False)
+    obs_dim, act_dim = task_spec(cfg.task)
+    states = stack_states([agent.init_state(cfg, obs_dim, act_dim, seed) for seed in (1, 2)])
+    act = jit_act(PlanSettings.from_config(cfg.planner, cfg.horizon, derive(cfg).discount))
+    run_dirs = [tmp_path / "tiny" / "default" / f"seed{seed}" for seed in (1, 2)]
+    recorder = EvalVideoRecorder(cfg, obs_dim, act_dim, act=act)
     try:
-        states = trainer._init(jnp.asarray([1]))
-        trainer.counters = {"tick": 0, "updates": 0, "burst_done": False, "next_eval": 0, "last_eval": -1}
-        trainer.started = time.time()
-        trainer._log_eval(states, np.ones(1, bool))
+        written = recorder.record(states, run_dirs, [run_label(d) for d in run_dirs], [True, False], env_step=0)
     finally:
-        trainer._close_pools()
-    assert read_csv(run_dir / "eval.csv")[0]["env_step"] == "0"
-    stem = run_dir / "videos" / "eval_step0000000000_mppi"
+        recorder.close()
+    stem = run_dirs[0] / VIDEOS / "eval_step0000000000_mppi"
+    assert written == [stem.with_suffix(".mp4")] and not run_dirs[1].exists()
     assert read_video(stem.with_suffix(".mp4")).shape == (40, 240, 320, 3)  # 20 agent steps, 2 frames each
     rows = read_csv(stem.with_suffix(".csv"))
     assert len(rows) == 20 and all(r["K"] != "" for r in rows)
     summary = json.loads(Path(f"{stem}_summary.json").read_text())
     assert summary["checkpoint_env_step"] == 0 and summary["fps"] == 50.0 and summary["policy"] == "mppi"
+    assert summary["run"] == "tiny/default/seed1"
     assert Path(f"{stem}_timeline.png").is_file()
 
 
@@ -103,8 +107,7 @@ def test_video_frames_and_k_labels(runs, tmp_path):
     r = cli("--run", runs[0], "--max-steps", 12, "--out", out)
     assert r.returncode == 0, r.stderr
     stem = out / "step160_mppi_seed0_ep0"
-    frames = read_video(stem.with_suffix(".mp4"))
-    assert frames.shape == (24, 360, 480, 3)  # 12 agent steps x 2 frames, the default 480x360
+    assert read_video(stem.with_suffix(".mp4")).shape == (24, 360, 480, 3)  # 12 agent steps x 2 frames, 480x360
     meta = imageio.get_reader(str(stem.with_suffix(".mp4"))).get_meta_data()
     assert meta["fps"] == 50.0 and meta["codec"] == "h264"
     rows = read_csv(stem.with_suffix(".csv"))
@@ -138,18 +141,18 @@ def test_overlay_changes_pixels_in_its_region(runs, tmp_path):
     a = read_video(tmp_path / "on" / "step160_pi_seed0_ep0.mp4").astype(float)
     b = read_video(tmp_path / "off" / "step160_pi_seed0_ep0.mp4").astype(float)
     assert a.shape == b.shape == (6, 120, 160, 3)
-    x0, y0, x1, y1 = render.overlay_box(120, 160)
+    x0, y0, x1, y1 = frames.overlay_box(120, 160)
     diff = np.abs(a - b)
     assert diff[:, y0:y1, x0:x1].mean() > 5  # the K box
     assert diff[:, 60:100, 130:].mean() < 2  # the right of the frame, away from the box and the footer
 
     # the library function alone: only the box and the footer change, and K's colour differs by cluster
     frame = np.full((120, 160, 3), 90, np.uint8)
-    text = render.FrameText(glass=True, k=2, n_star=5, step=3, env_step=6, ret=1.5, reward=0.5, contact="toe")
-    drawn = render.draw_overlay(frame, text)
+    text = frames.FrameText(glass=True, k=2, n_star=5, step=3, env_step=6, ret=1.5, reward=0.5, contact="toe")
+    drawn = frames.draw_overlay(frame, text)
     changed = np.abs(drawn.astype(int) - frame).sum(-1) > 0
     assert changed[y0:y1, x0:x1].any() and not changed[:, x1:].any() and not changed[y1:].any()
-    other = render.draw_overlay(frame, render.FrameText(**{**text.__dict__, "k": 3}))
+    other = frames.draw_overlay(frame, dataclasses.replace(text, k=3))
     assert not np.array_equal(drawn, other)
 
 
@@ -157,8 +160,7 @@ def test_grid_tiles_runs_side_by_side_from_one_episode_seed(runs, tmp_path):
     r = cli("--grid", *runs, "--max-steps", 4, "--policy", "pi", "--height", 100, "--width", 140,
             "--out", tmp_path)
     assert r.returncode == 0, r.stderr
-    frames = read_video(tmp_path / "grid_pi_seed0_ep0.mp4")
-    assert frames.shape == (8, 100, 280, 3)
+    assert read_video(tmp_path / "grid_pi_seed0_ep0.mp4").shape == (8, 100, 280, 3)
     summary = json.loads((tmp_path / "grid_pi_seed0_ep0_summary.json").read_text())
     assert [Path(s["run"]).name for s in summary["runs"]] == ["seed1", "seed2"]
     first = [np.load(tmp_path / f"grid_pi_seed0_ep0_{'tiny_default_' + d.name}_latents.npz")["obs"][0]
@@ -178,13 +180,13 @@ def test_missing_or_incompatible_checkpoint_is_one_line(runs, tmp_path):
     one_error_line(cli("--run", tmp_path / "nope"), "no such run directory")
     broken = tmp_path / "broken"
     shutil.copytree(runs[0], broken)
-    record = yaml.safe_load((broken / "config.yaml").read_text())
+    record = yaml.safe_load((broken / CONFIG).read_text())
     record["config"]["model"]["latent_dim"] = 24
-    (broken / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    (broken / CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
     one_error_line(cli("--run", broken), "incompatible checkpoint")
     empty = tmp_path / "empty"
     empty.mkdir()
-    shutil.copy(runs[0] / "config.yaml", empty / "config.yaml")
+    shutil.copy(runs[0] / CONFIG, empty / CONFIG)
     one_error_line(cli("--run", empty), "no checkpoints")
 
 
@@ -195,7 +197,7 @@ def test_glass_off_run_renders_without_k(tmp_path):
     r = cli("--run", run, "--max-steps", 4, "--policy", "pi", "--height", 96, "--width", 128)
     assert r.returncode == 0, r.stderr
     assert "Glass is off" in r.stderr
-    stem = run / "videos" / "step80_pi_seed0_ep0"
+    stem = run / VIDEOS / "step80_pi_seed0_ep0"
     assert read_video(stem.with_suffix(".mp4")).shape == (4, 96, 128, 3)  # cartpole: 1 frame per agent step
     rows = read_csv(stem.with_suffix(".csv"))
     assert len(rows) == 4 and all(r["K"] == "" and r["n_star"] == "" and r["touch"] == "" for r in rows)
@@ -205,16 +207,16 @@ def test_glass_off_run_renders_without_k(tmp_path):
 
 
 def test_best_and_numbered_checkpoint_choice(tmp_path):
-    ckpts = tmp_path / "checkpoints"
+    ckpts = tmp_path / CHECKPOINTS
     ckpts.mkdir()
     for step in (60, 100):
         checkpoint.path_for(ckpts, step).write_bytes(b"")
     with pytest.raises(RunError, match="no MPPI rows"):
         select_checkpoint(tmp_path, "best")
-    (tmp_path / "eval.csv").write_text("env_step,mppi_return\n0,1\n40,9\n80,3\n100,2\n")
+    (tmp_path / EVAL).write_text("env_step,mppi_return\n0,1\n40,9\n80,3\n100,2\n")
     path, step, note = select_checkpoint(tmp_path, "best")
     assert step == 60 and "best MPPI eval 9.0 at env step 40" in note and "at or after" in note
-    (tmp_path / "eval.csv").write_text("env_step,mppi_return\n0,1\n120,9\n")
+    (tmp_path / EVAL).write_text("env_step,mppi_return\n0,1\n120,9\n")
     assert select_checkpoint(tmp_path, "best")[1] == 100  # nothing kept at or after: the closest before
     assert select_checkpoint(tmp_path, "latest")[1] == 100
     assert select_checkpoint(tmp_path, "60")[0] == checkpoint.path_for(ckpts, 60)
@@ -239,12 +241,15 @@ def test_summary_numbers():
     assert (fps, stride, rows.tolist()) == (50.0, 1, np.repeat(np.arange(10), 2).tolist())
 
 
-def test_no_backend_is_one_clear_error(monkeypatch):
-    monkeypatch.setattr(render, "_WORKING_BACKEND", None)
-    monkeypatch.setattr(render, "BACKENDS", ())
+def test_backend_order_and_no_backend_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    assert gl.backend_candidates() == ["osmesa", "egl"]  # the caller's choice first, then the others
+    monkeypatch.setenv("MUJOCO_GL", "disable")
+    assert gl.backend_candidates() == ["egl", "osmesa"]
     monkeypatch.setenv("MUJOCO_GL", "nonexistent")
-    with pytest.raises(render.RenderError) as e:
-        render.GLRenderer()
+    assert gl.backend_candidates(fallbacks=()) == ["nonexistent"]
+    with pytest.raises(gl.RenderError) as e:
+        gl.GLRenderer(gl.backend_candidates(fallbacks=()))
     message = str(e.value)
     assert "\n" not in message and "nonexistent" in message and "libosmesa6" in message
 
@@ -264,13 +269,14 @@ def test_trained_run_end_to_end(tmp_path):
     for seed in (1, 2):
         d = tmp_path / "tiny" / "default" / f"seed{seed}"
         d.mkdir(parents=True)
-        (d / "config.yaml").write_text(yaml.safe_dump({"phase": {"name": "tiny", "variant": "default"},
+        (d / CONFIG).write_text(yaml.safe_dump({"phase": {"name": "tiny", "variant": "default"},
                                                        "seed": seed, "config": to_dict(cfg)}, sort_keys=False))
         dirs.append(d)
     assert train(cfg, [1, 2], dirs, progress=False) == 0
     for d in dirs:
+        assert [r["env_step"] for r in read_csv(d / EVAL)] == ["0", "80", "160"]
         for step in (0, 80, 160):
-            assert read_video(d / "videos" / f"eval_step{step:010d}_mppi.mp4").shape == (40, 240, 320, 3)
+            assert read_video(d / VIDEOS / f"eval_step{step:010d}_mppi.mp4").shape == (40, 240, 320, 3)
     r = cli("--run", dirs[0], "--checkpoint", "best", "--out", tmp_path / "v")
     assert r.returncode == 0, r.stderr
     assert "best MPPI eval" in r.stderr

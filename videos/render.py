@@ -8,7 +8,7 @@
 Rolls the checkpoint out in dm_control (eval mode: MPPI, or the policy prior alone with --policy pi),
 renders headless from camera 0 and writes, per episode, into --out (default <run>/videos/):
 step<env_step>_<policy>_seed<S>_ep<i>.mp4 / .csv / _latents.npz / _timeline.png / _summary.json
-(tdmpc_glass/video.py describes each file). --grid rolls every run out from the same episode seed and
+(tdmpc_glass/video/recorder.py describes each file). --grid rolls every run out from the same episode seed and
 writes one side-by-side video grid_<policy>_seed<S>_ep<i>.mp4 (default --out: <common parent>/videos/).
 
 A run trained with Glass off has no K labels: its frames say "K=- (Glass off)", the CSV's K column is empty
@@ -22,12 +22,8 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python videos/render.py` from a checkout without the package installed
-    sys.path.insert(0, str(ROOT))
 
-
-def parse_args(argv=None):
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="videos/render.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", help="run directory <runs_root>/<phase>/<variant>/seed<k>")
@@ -75,12 +71,14 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_compilation_cache_dir", cache)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """The CLI (argv: the arguments after the program name; default sys.argv[1:]) -> the exit code."""
     args = parse_args(argv)
     enable_compilation_cache()
-    from tdmpc_glass.render import GLRenderer, RenderError
-    from tdmpc_glass.rollout import Roller, RunError, episode_seed, load_run, stack_states
-    from tdmpc_glass.video import Source, write_episode, write_grid
+    from tdmpc_glass.runlayout import VIDEOS
+    from tdmpc_glass.video.gl import GLRenderer, RenderError
+    from tdmpc_glass.video.recorder import Source, write_episode, write_grid
+    from tdmpc_glass.video.rollout import Roller, RunError, episode_seed, load_run, stack_states
 
     runs = ([args.run] if args.run else []) + [r for r in args.grid if r != args.run]
     grid = bool(args.grid)
@@ -99,9 +97,9 @@ def main(argv=None) -> int:
     if args.out:
         out = args.out
     elif grid:
-        out = Path(os.path.commonpath([str(r.run_dir.resolve()) for r in loaded])) / "videos"
+        out = Path(os.path.commonpath([str(r.run_dir.resolve()) for r in loaded])) / VIDEOS
     else:
-        out = loaded[0].run_dir / "videos"
+        out = loaded[0].run_dir / VIDEOS
     try:
         renderer = GLRenderer()
     except RenderError as e:

@@ -32,11 +32,6 @@ STAND_HEIGHT = 0.6
 COS_FALL = math.cos(math.radians(45.0))
 
 
-def supports(task: str) -> bool:
-    """Whether the shaping terms are defined for a task (the hopper domain only)."""
-    return task.split("-", 1)[0] == "hopper"
-
-
 def enabled(sh) -> bool:
     """Whether a ShapingConfig shapes anything."""
     return sh.knee_penalty != 0 or sh.soft_stand_bonus != 0 or sh.gait_fall_penalty != 0

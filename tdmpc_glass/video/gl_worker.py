@@ -1,8 +1,8 @@
-"""The child process that renders MuJoCo frames headless (started by tdmpc_glass.render.GLRenderer).
+"""The child process that renders MuJoCo frames headless (started by tdmpc_glass.video.gl.GLRenderer).
 
 MuJoCo/dm_control fix their OpenGL backend when first imported, from MUJOCO_GL; a process that already
 imported them (the trainer, the rollout) cannot switch. So rendering runs here, in a fresh interpreter whose
-MUJOCO_GL the parent set before it started: `python -m tdmpc_glass.gl_worker`.
+MUJOCO_GL the parent set before it started: `python -m tdmpc_glass.video.gl_worker`.
 
 Protocol: pickled messages on stdin / the original stdout (fd 1 is re-pointed at stderr so library prints
 cannot corrupt it). First message from the worker: ("ok", {backend, gl_renderer, software}) once a probe frame rendered, or
@@ -65,7 +65,7 @@ def main() -> None:
     flags = {"shadow": False, "reflection": False} if software else {}
     send(("ok", {"backend": backend, "gl_renderer": gl_renderer, "software": software}))
 
-    from .envs.dmc import load
+    from ..envs.dmc import load
 
     envs = {}
     while True:

@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from .render import FrameText, GLRenderer, draw_overlay, even, tile, timeline_figure, write_mp4
-from .rollout import Episode
+from ..runlayout import VIDEOS
+from .frames import FrameText, draw_overlay, even, tile
+from .gl import GLRenderer, RenderError, quiet_fork
+from .rollout import Episode, Roller, episode_seed
+from .timeline import timeline_figure
 
 CSV_COLUMNS = ["step", "env_step", "K", "n_star", "reward", "return", "touch", "contact_id", "standing", "height",
                "speed"]
@@ -79,6 +84,29 @@ def episode_frames(src: Source, renderer: GLRenderer, height: int, width: int, c
             glass=ep.glass, k=None if ep.k is None else int(ep.k[t]),
             n_star=None if ep.n_star is None else int(ep.n_star[t]), step=t, env_step=i * stride,
             ret=float(returns[t]), reward=float(ep.rewards[t]), contact=contact_text(ep, t), footer=footer))
+
+
+def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
+    """H.264 (libx264, yuv420p) mp4 of uint8 frames with even sides; returns the number of frames written."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    count = 0
+    writer = imageio.get_writer(str(tmp), format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                pixelformat="yuv420p", macro_block_size=1, quality=8, ffmpeg_log_level="error")
+    try:
+        for frame in frames:
+            if frame.shape[0] % 2 or frame.shape[1] % 2:
+                raise ValueError(f"frame size {frame.shape[1]}x{frame.shape[0]} is not even (H.264 yuv420p)")
+            with quiet_fork():  # ffmpeg starts with the first frame
+                writer.append_data(frame)
+            count += 1
+    finally:
+        writer.close()
+    os.replace(tmp, path)
+    return count
 
 
 def write_csv(path: Path, ep: Episode) -> Path:
@@ -178,24 +206,19 @@ def write_grid(sources: Sequence[Source], out_dir: Path, stem: str, renderer: GL
 # ----------------------------------------------------------------------------------------------- training hook
 class EvalVideoRecorder:
     """train.video_at_eval: one MPPI episode per seed at each evaluation, written to <run>/videos/
-    eval_step<env_step>_mppi.*. Rendering problems (no OpenGL here) print one warning and switch videos off for
+    eval_step<env_step>_mppi.* (`act`: the trainer's jitted act, see Roller). Rendering problems (no OpenGL here) print one warning and switch videos off for
     the rest of the run instead of stopping training."""
 
     def __init__(self, cfg, obs_dim: int, act_dim: int, act=None, seed: int = 0, height: int = 240,
                  width: int = 320):
-        from .rollout import Roller
-
         self.roller = Roller(cfg, obs_dim, act_dim, act=act)
         self.seed, self.height, self.width = seed, height, width
         self.renderer: Optional[GLRenderer] = None
         self.disabled = False
 
     def record(self, states, run_dirs: Sequence[Path], labels: Sequence[str], active, env_step: int) -> list[Path]:
-        import sys
-
-        from .render import RenderError
-        from .rollout import episode_seed
-
+        """One episode of every seed of `states` (leading seed axis), written for the seeds `active` marks; the
+        mp4 paths written (none once videos are off)."""
         if self.disabled:
             return []
         if self.roller.cfg.multitask.tasks:
@@ -213,8 +236,8 @@ class EvalVideoRecorder:
                 stem = f"eval_step{env_step:010d}_mppi"
                 src = Source(label=label, episode=ep, checkpoint="(training state at this evaluation)",
                              checkpoint_env_step=env_step)
-                write_episode(src, Path(run_dir) / "videos", stem, self.renderer, self.height, self.width)
-                written.append(Path(run_dir) / "videos" / f"{stem}.mp4")
+                write_episode(src, Path(run_dir) / VIDEOS, stem, self.renderer, self.height, self.width)
+                written.append(Path(run_dir) / VIDEOS / f"{stem}.mp4")
         except RenderError as e:
             print(f"warning: train.video_at_eval: {e}; no more videos in this run", file=sys.stderr)
             self.disabled = True

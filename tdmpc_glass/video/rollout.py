@@ -22,7 +22,8 @@ Definitions used in the summary (stated here, on the figure and in the README):
 - a switch is a row whose K differs from the previous row's; the longest stable stretch is the longest run
   of consecutive rows with one K, in agent steps.
 
-This module never renders (no OpenGL): the physics states go to tdmpc_glass.render in a child process.
+This module never renders (no OpenGL, no matplotlib): the physics states go to tdmpc_glass.video.gl, which
+renders them in a child process.
 """
 from __future__ import annotations
 
@@ -36,10 +37,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import agent, checkpoint
-from . import glass as glass_lib
-from .config import Config, ConfigError, config_from_dict, derive, to_dict
-from .planner import PlanSettings, plan_batch, policy_act_batch
+from .. import agent, checkpoint
+from .. import glass as glass_lib
+from ..acting import jit_act
+from ..config import Config, ConfigError, config_from_dict, derive, to_dict
+from ..planner import PlanSettings
+from ..runlayout import CHECKPOINTS, CONFIG, EVAL, flatten
 
 POLICIES = ("mppi", "pi")
 TARGET_FPS = 50.0  # frames per second of real time the videos aim for
@@ -65,19 +68,21 @@ class LoadedRun:
 
 
 def run_label(run_dir: Path) -> str:
+    """<phase>/<variant>/seed<k>: the last three parts of the run directory's resolved path."""
     parts = Path(run_dir).resolve().parts
     return "/".join(parts[-3:])
 
 
 def read_run_config(run_dir: Path) -> tuple[Config, dict]:
+    """(the validated Config, the whole record) of a run directory's config file. Raises RunError."""
     import yaml
 
     run_dir = Path(run_dir)
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
     if not path.is_file():
-        raise RunError(f"{run_dir}: no config.yaml (not a run directory of the launcher)")
+        raise RunError(f"{run_dir}: no {CONFIG} (not a run directory of the launcher)")
     try:
         record = yaml.safe_load(path.read_text())
         tree = record["config"]
@@ -95,8 +100,8 @@ def _steps_of(paths: list[Path]) -> list[int]:
 
 
 def best_eval_step(run_dir: Path) -> Optional[tuple[int, float]]:
-    """(env_step, mppi_return) of the best MPPI row of eval.csv (the earliest on ties), or None."""
-    path = Path(run_dir) / "eval.csv"
+    """(env_step, mppi_return) of the best MPPI row of the run's eval CSV (the earliest on ties), or None."""
+    path = Path(run_dir) / EVAL
     if not path.is_file():
         return None
     best = None
@@ -117,7 +122,7 @@ def select_checkpoint(run_dir: Path, which: str | int = "latest") -> tuple[Path,
     Checkpoints keep only the last two, so `best` uses the kept checkpoint at or after the best MPPI eval row
     of eval.csv that is closest to it (else the closest before it) and says so in the note.
     """
-    ckpt_dir = Path(run_dir) / "checkpoints"
+    ckpt_dir = Path(run_dir) / CHECKPOINTS
     paths = checkpoint.list_checkpoints(ckpt_dir)
     if not paths:
         raise RunError(f"{run_dir}: no checkpoints in {ckpt_dir} (train the run first)")
@@ -129,7 +134,7 @@ def select_checkpoint(run_dir: Path, which: str | int = "latest") -> tuple[Path,
     if which == "best":
         best = best_eval_step(run_dir)
         if best is None:
-            raise RunError(f"{run_dir}: eval.csv has no MPPI rows to find the best checkpoint; "
+            raise RunError(f"{run_dir}: {EVAL} has no MPPI rows to find the best checkpoint; "
                            f"use latest or one of the kept env steps: {available}")
         at, score = best
         after = [i for i, s in enumerate(steps) if s >= at]
@@ -149,8 +154,6 @@ def select_checkpoint(run_dir: Path, which: str | int = "latest") -> tuple[Path,
 def _fingerprint_differences(meta: dict, cfg: Config) -> list[str]:
     """Dotted keys present in both the checkpoint's config fingerprint and `cfg` whose values differ (keys added
     to the schema after the checkpoint was written are ignored; train.steps may differ)."""
-    from .config import flatten
-
     try:
         old = flatten(json.loads(meta.get("fingerprint", "")))
     except (TypeError, ValueError):
@@ -160,8 +163,8 @@ def _fingerprint_differences(meta: dict, cfg: Config) -> list[str]:
 
 
 def load_run(run_dir: Path, which: str | int = "latest") -> LoadedRun:
-    """Read config.yaml, pick the checkpoint and restore one seed's AgentState from it. Raises RunError."""
-    from .envs.dmc import task_spec, validate_task
+    """Read the run's config, pick the checkpoint and restore one seed's AgentState from it. Raises RunError."""
+    from ..envs.dmc import task_spec, validate_task
 
     run_dir = Path(run_dir)
     cfg, record = read_run_config(run_dir)
@@ -178,10 +181,10 @@ def load_run(run_dir: Path, which: str | int = "latest") -> LoadedRun:
     try:
         state, meta = checkpoint.load(path, template)
     except checkpoint.CheckpointError as e:
-        raise RunError(f"{e} (config: {run_dir / 'config.yaml'})") from None
+        raise RunError(f"{e} (config: {run_dir / CONFIG})") from None
     differ = _fingerprint_differences(meta, cfg)
     if differ:
-        note += f"; warning: written with a different config ({', '.join(differ[:3])} differ from config.yaml)"
+        note += f"; warning: written with a different config ({', '.join(differ[:3])} differ from {CONFIG})"
     seed = record.get("seed", meta.get("seed"))
     return LoadedRun(run_dir=run_dir, label=run_label(run_dir), cfg=cfg, seed=seed, obs_dim=obs_dim,
                      act_dim=act_dim, state=state, checkpoint=path, env_step=env_step, note=note)
@@ -251,10 +254,6 @@ class Episode:
         stride = max(1, int(round(1.0 / (self.control_dt * target_fps))))
         controls = np.arange(0, self.steps * self.action_repeat, stride)
         return 1.0 / (self.control_dt * stride), stride, controls // self.action_repeat
-
-    def frame_states(self, target_fps: float = TARGET_FPS) -> np.ndarray:
-        _, stride, _ = self.frame_plan(target_fps)
-        return self.physics[::stride]
 
     def rows(self) -> list[dict]:
         """The per-step CSV rows (K and n_star empty with Glass off; touch empty without touch sensors)."""
@@ -338,26 +337,16 @@ def _task_measures(task: str):
 class Roller:
     """Eval-mode decisions for S seeds of one config, with each observation's latent and labels.
 
-    `act` is a jitted function with the trainer's signature, act(states, obs (S, E, obs_dim), prev_mean
-    (S, E, H, A), counter, eval_mode, use_planner) -> (actions (S, E, A), prev_mean); the trainer passes its own
-    (so a video shows exactly its evaluation policy and reuses its compiled planner), else one is built here
-    with the same code.
+    `act` is tdmpc_glass.acting's jitted act, f(states, obs (S, E, obs_dim), prev_mean (S, E, H, A), counter,
+    eval_mode=, use_planner=) -> (actions (S, E, A), prev_mean); the trainer passes its own (so a video shows
+    exactly its evaluation policy and reuses its compiled planner), else acting.jit_act builds the same one
+    from the config's planner settings.
     """
 
     def __init__(self, cfg: Config, obs_dim: int, act_dim: int, act=None):
         self.cfg, self.obs_dim, self.act_dim = cfg, obs_dim, act_dim
         if act is None:
-            settings = PlanSettings.from_config(cfg.planner, cfg.horizon, derive(cfg).discount)
-
-            def act(states, obs, prev_mean, counter, eval_mode: bool, use_planner: bool):
-                purpose = agent.EVAL if eval_mode else agent.ACT
-                keys = jax.vmap(lambda k: jax.random.split(agent.stream(k, purpose, counter), obs.shape[1]))(
-                    states.key)
-                if use_planner:
-                    return plan_batch(states.world, states.policy, obs, prev_mean, keys, settings, eval_mode)
-                return policy_act_batch(states.policy, states.world, obs, keys, eval_mode), prev_mean
-
-            act = jax.jit(act, static_argnames=("eval_mode", "use_planner"))
+            act = jit_act(PlanSettings.from_config(cfg.planner, cfg.horizon, derive(cfg).discount))
         self._act = act
         glass_on = cfg.glass.enabled
 
@@ -379,7 +368,7 @@ class Roller:
     def run(self, states, episode_seed: int, policy: str = "mppi", max_steps: Optional[int] = None,
             counter_offset: int = 0) -> list[Episode]:
         """Roll every seed of `states` (leading seed axis) out for one episode from the same reset seed."""
-        from .envs.dmc import EnvChunk
+        from ..envs.dmc import EnvChunk
 
         if policy not in POLICIES:
             raise RunError(f"--policy: expected one of {', '.join(POLICIES)}, got {policy!r}")

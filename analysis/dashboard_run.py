@@ -1,0 +1,203 @@
+"""The dashboard's run page, `/run/<phase>/<variant>/seed<k>`: status, env steps, last update, ETA, links to the
+raw files; the eval curve; Glass diagnostics, throughput and losses from train.csv; the run's videos played in
+the page; its events, newest first. Also the page's URLs (run_href, parse_run_path, find_run).
+
+`register(app, source)` adds its callbacks; `layout(phase, variant, seed)` is what the router shows.
+"""
+from __future__ import annotations
+
+import json
+from urllib.parse import quote, unquote
+
+from dash import Input, Output, State, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from analysis import dashboard_figures as figs
+from analysis.dashboard_parts import fairness_badge, problem, progress, status_badge, swatch, unavailable
+from analysis.runs import Run, natural_key
+from tdmpc_glass.runlayout import CONFIG, DEFAULT_VARIANT, EVAL, EVENTS, RUNNING, STATUS, TRAIN, VIDEOS, seed_of
+
+VIDEO_SUFFIXES = (".mp4", ".webm")
+MAX_EVENTS = 300
+LINKED_FILES = (EVAL, TRAIN, EVENTS, STATUS, CONFIG)  # the raw files linked from the page, in this order
+DRAWN_FILES = (EVAL, TRAIN, EVENTS, CONFIG)  # the files the figures and events come from: redrawn when they change
+ALARMING_EVENTS = ("nonfinite", "failed")
+
+
+# ---- URLs ------------------------------------------------------------------------------------------------------
+
+def run_href(run: Run, runs: list[Run]) -> str:
+    """/run/<phase>/<variant>/seed<k>: the canonical phase, or the folder name where two folders share it."""
+    twins = [r for r in runs if (r.phase, r.variant, r.seed) == (run.phase, run.variant, run.seed)]
+    phase = run.phase if len(twins) == 1 or run.filed_as == run.phase else run.filed_as
+    return f"/run/{quote(phase, safe='')}/{quote(run.variant, safe='')}/seed{run.seed}"
+
+
+def parse_run_path(pathname: str) -> tuple[str, str, int] | None:
+    """(phase, variant, seed) of a /run/ URL; None for any other path."""
+    parts = [unquote(p) for p in pathname.strip("/").split("/")]
+    if len(parts) == 4 and parts[0] == "run":
+        seed = seed_of(parts[3])
+        if seed is not None:
+            return parts[1], parts[2], seed
+    return None
+
+
+def find_run(runs: list[Run], phase: str, variant: str, seed: int) -> Run | None:
+    """The run a /run/ URL names: by folder name first, else by canonical phase (the furthest one)."""
+    same = [r for r in runs if r.variant == variant and r.seed == seed]
+    exact = [r for r in same if r.filed_as == phase]
+    if exact:
+        return exact[0]
+    canonical = sorted((r for r in same if r.phase == phase), key=lambda r: -(r.env_steps or 0))
+    return canonical[0] if canonical else None
+
+
+# ---- the page --------------------------------------------------------------------------------------------------
+
+def graph_card(graph_id: str):
+    return html.Div(className="card", children=[dcc.Graph(id=graph_id, figure=figs.empty_figure("loading ..."))])
+
+
+def layout(phase: str, variant: str, seed: int):
+    title = f"{phase}{'' if variant == DEFAULT_VARIANT else ':' + variant} seed {seed}"
+    return html.Div([
+        dcc.Store(id="run-id", data={"phase": phase, "variant": variant, "seed": seed}),
+        dcc.Store(id="run-key"), dcc.Store(id="video-key"),
+        html.Div([dcc.Link("<- all runs", href="/")], className="muted"),
+        html.H2(title, id="run-title"),
+        html.Div(id="run-status", className="card"),
+        *[graph_card(graph_id) for graph_id in ("run-eval", "run-glass", "run-throughput", "run-losses")],
+        html.Div(className="card", children=[html.H3("Videos"), html.Div(id="run-videos")]),
+        html.Div(className="card", children=[html.H3("Events"), html.Div(id="run-events")]),
+    ])
+
+
+def last_mppi(run: Run):
+    """The latest evaluation's MPPI score from status.json, else from eval.csv; None before any."""
+    last = run.status_record.get("last_mppi_return")
+    if last is None and "mppi_return" in run.eval and run.eval["mppi_return"].notna().any():
+        last = run.eval["mppi_return"].dropna().iloc[-1]
+    return last
+
+
+def run_status(run: Run, train, source):
+    """The key-value card: status, env steps, last update, ETA, throughput, scores, phase, files."""
+    record = run.status_record
+    updated = figs.parse_time(record.get("updated"))
+    eta = figs.eta_seconds(record, train)
+    rate = record.get("env_steps_per_s")
+    if not isinstance(rate, (int, float)) and "env_steps_per_s" in train:
+        rates = train["env_steps_per_s"].dropna()
+        rate = float(rates.iloc[-1]) if len(rates) else None
+    links = [html.A(name, href=source.file_href(run.path / name), target="_blank", style={"marginRight": "10px"})
+             for name in LINKED_FILES if (run.path / name).is_file()]
+    if eta is not None:
+        eta_text = figs.duration_text(eta)
+    else:
+        eta_text = "unknown (no throughput yet)" if run.status == RUNNING else "-"
+    folder = run.path.relative_to(source.root) if run.path.is_relative_to(source.root) else run.path
+    rows = [
+        ("status", [status_badge(run)]),
+        ("env steps", [progress(run)]),
+        ("last update", f"{figs.age_text(updated)} ({record.get('updated', '-')})" if updated else "-"),
+        ("ETA", eta_text),
+        ("throughput", f"{figs.number_text(rate, 0)} env steps/s" if rate is not None else "-"),
+        ("MPPI score", f"last {figs.number_text(last_mppi(run))}, best {figs.number_text(run.best_mppi)}"),
+        ("phase", [swatch(run.label), run.label, fairness_badge(run.benchmark_fair)]),
+        ("description", run.description or "-"),
+        ("task", run.task or "-"),
+        ("folder", html.Code(str(folder))),
+        ("files", links or "-"),
+    ]
+    cells = []
+    for key, value in rows:
+        cells += [html.Div(key), html.Div(value, id="kv-" + key.replace(" ", "-"))]
+    return html.Div(cells, className="kv", id="run-kv")
+
+
+def events_table(events: list[dict]):
+    """The run's events, newest first (at most MAX_EVENTS); nonfinite and failed in bold."""
+    if not events:
+        return html.Div(f"no events ({EVENTS} is empty or missing)", className="muted")
+    rows = []
+    for event in reversed(events[-MAX_EVENTS:]):
+        kind = str(event.get("event", "?"))
+        details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("time", "env_step", "event"))
+        step = event.get("env_step")
+        rows.append(html.Tr([html.Td(str(event.get("time", "-"))),
+                             html.Td(figs.steps_text(step) if isinstance(step, (int, float)) else "-",
+                                     className="num"),
+                             html.Td(html.B(kind) if kind in ALARMING_EVENTS else kind),
+                             html.Td(details)], className=f"ev-{kind}"))
+    note = f" (newest first; the last {MAX_EVENTS} of {len(events)})" if len(events) > MAX_EVENTS else \
+        " (newest first)"
+    header = html.Thead(html.Tr([html.Th(h) for h in ("time", "env step", "event", "details")]))
+    return html.Div([html.Div(f"{len(events)} events{note}", className="muted"),
+                     html.Table([header, html.Tbody(rows)], className="tbl", id="events-tbl")])
+
+
+def video_list(videos: list, fingerprint: list, source):
+    """A <video> per file, playing from /files/, with its name and size."""
+    if not videos:
+        return html.Div(f"no videos yet ({VIDEOS}/*.mp4)", className="muted")
+    items = []
+    for path, (_name, stat) in zip(videos, fingerprint):
+        href = source.file_href(path)
+        if href is None:
+            continue
+        size = (stat or [0, 0])[1]
+        items.append(html.Figure([
+            html.Video(src=href, controls=True, muted=True, preload="auto", loop=True, className="run-video"),
+            html.Figcaption([html.A(path.name, href=href, target="_blank"),
+                             html.Span(f" {size / 1e6:.1f} MB" if size >= 1e5 else f" {size / 1e3:.0f} kB",
+                                       className="muted")])]))
+    return html.Div(items, className="videos")
+
+
+def register(app, source) -> None:
+    """The run page's callbacks: its status card on every change of the stamp, its figures and events when
+    one of DRAWN_FILES changed, its videos when a video file did."""
+
+    @app.callback(Output("run-status", "children"), Output("run-eval", "figure"), Output("run-glass", "figure"),
+                  Output("run-throughput", "figure"), Output("run-losses", "figure"), Output("run-events", "children"),
+                  Output("run-key", "data"), Input("stamp", "data"), Input("run-id", "data"),
+                  State("run-key", "data"))
+    def update_run(_n, ident, previous):
+        try:
+            runs, _names = source.load()
+            run = find_run(runs, ident["phase"], ident["variant"], int(ident["seed"]))
+            if run is None:
+                where = f"{ident['phase']}/{ident['variant']}/seed{ident['seed']}"
+                return (unavailable(f"no run {where} under {source.root} (not started yet, or its folder was "
+                                    "removed)"),) + (no_update,) * 6
+            key = json.dumps(source.fingerprint(run.path / name for name in DRAWN_FILES))
+            train = run.train()
+            status = run_status(run, train, source)
+            if key == previous:
+                return (status,) + (no_update,) * 6
+            return (status, figs.run_eval_figure(run.eval, run.label), figs.glass_figure(train),
+                    figs.throughput_figure(train), figs.losses_figure(train), events_table(run.events()), key)
+        except Exception as e:  # noqa: BLE001 - shown, the server stays up
+            return (unavailable(problem(e)),) + (no_update,) * 6
+
+    @app.callback(Output("run-videos", "children"), Output("video-key", "data"), Input("stamp", "data"),
+                  Input("run-id", "data"), State("video-key", "data"))
+    def update_videos(_n, ident, previous):
+        try:
+            runs, _names = source.load()
+            run = find_run(runs, ident["phase"], ident["variant"], int(ident["seed"]))
+            if run is None:
+                raise PreventUpdate
+            folder = run.path / VIDEOS
+            videos = sorted((p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()),
+                            key=lambda p: natural_key(p.name)) if folder.is_dir() else []
+            fingerprint = source.fingerprint(videos)
+            key = json.dumps(fingerprint)
+            if key == previous:
+                raise PreventUpdate
+            return video_list(videos, fingerprint, source), key
+        except PreventUpdate:
+            raise
+        except Exception as e:  # noqa: BLE001
+            return unavailable(problem(e)), None

@@ -1,0 +1,88 @@
+"""One training round as one jitted call: add the round's rows to every seed's buffer, then run its updates.
+
+What changes from round to round reaches the call in two values:
+- `RoundPlan` (static, hashable): how many updates, whether Glass trains, whether k-means seeds the prototypes.
+  Each distinct plan is one compiled variant (a handful per run: exploration, the seeding burst, regular).
+- `RoundInputs` (traced): the first update's index and the scheduled coefficients. Their values change every
+  round without recompiling; a coefficient that is off for the whole run is None (no term in the graph).
+A new per-round schedule is one more RoundInputs field, computed in `plan_round` and read by the update.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from . import agent, schedules
+from . import buffer as replay
+from .config import Config, Derived
+
+
+class RoundPlan(NamedTuple):
+    num_updates: int
+    glass_on: bool  # False after glass.off_after: the update has no Glass term
+    kmeans: bool  # seed the prototypes with k-means of the exploration data (research log 10.7)
+
+
+class RoundInputs(NamedTuple):
+    first_update: jax.Array  # () int32: index of the round's first update (its key stream)
+    intrinsic_coef: Optional[jax.Array] = None  # () float32, Glass's intrinsic reward (phases P, Pa)
+    smooth_coef: Optional[jax.Array] = None  # () float32, latent action smoothing (schedule.action_smooth_*)
+
+
+class Counters(NamedTuple):
+    """The loop's step counters, checkpointed in every seed's meta (as a dict with these keys)."""
+
+    tick: int = 0  # agent steps taken by each env
+    updates: int = 0  # updates run per seed
+    burst_done: bool = False  # the seeding burst after EXPL_UNTIL has run
+    next_eval: int = 0  # env step of the next evaluation
+    last_eval: int = -1  # env step of the last evaluation
+
+
+def updates_due(d: Derived, env_step: int, burst_done: bool) -> int:
+    """Updates of the round ending at env_step: none while exploring, then the burst once, then K_UPDATE."""
+    if env_step < d.expl_until_env_steps:
+        return 0
+    return d.k_update if burst_done else d.seed_updates
+
+
+def plan_round(cfg: Config, d: Derived, env_step: int, counters: Counters) -> tuple[RoundPlan, RoundInputs]:
+    """The plan and inputs of the round that has just collected up to env_step (counters from before it)."""
+    num_updates = updates_due(d, env_step, counters.burst_done)
+    burst = not counters.burst_done and env_step >= d.expl_until_env_steps
+    g = cfg.glass
+    plan = RoundPlan(num_updates=num_updates,
+                     glass_on=g.enabled and not (g.off_after is not None and env_step >= g.off_after),
+                     kmeans=burst and g.enabled and g.kmeans_init)
+    intrinsic = agent.intrinsic_coefficient(cfg, env_step)
+    inputs = RoundInputs(first_update=jnp.int32(counters.updates),
+                         intrinsic_coef=None if intrinsic is None else jnp.float32(intrinsic),
+                         smooth_coef=schedules.action_smooth_coef(cfg.schedule, env_step))
+    return plan, inputs
+
+
+def make_round(hyper: agent.Hyper, world_tx, policy_tx, on_trace=lambda: None):
+    """The jitted round: f(states, rows, plan=RoundPlan, inputs=RoundInputs) -> (states, metrics (S,) arrays).
+
+    states: S seeds' AgentState (vmapped); rows: (obs, action, reward, pos) each (S, n, E, ...), the round's
+    n buffer rows. Agent states are donated off the CPU. `on_trace` runs each time a new variant is traced."""
+    def round_fn(states, rows, plan: RoundPlan, inputs: RoundInputs):
+        on_trace()
+        states = eqx.tree_at(lambda s: s.buffer, states, jax.vmap(replay.add)(states.buffer, *rows))
+        if plan.kmeans:  # once, when seeding ends: prototypes from the exploration data
+            states = jax.vmap(lambda s: agent.kmeans_prototypes(s, agent.stream(s.key, agent.INIT, 1)))(states)
+        if plan.num_updates == 0:
+            return states, {}
+        h = hyper if plan.glass_on else hyper._replace(glass=None)
+
+        def run(state):
+            return agent.run_updates(state, inputs.first_update, plan.num_updates, h, world_tx, policy_tx,
+                                     inputs.intrinsic_coef, inputs.smooth_coef)
+
+        return jax.vmap(run)(states)
+
+    donate = (0,) if jax.default_backend() != "cpu" else ()
+    return jax.jit(round_fn, static_argnames=("plan",), donate_argnums=donate)

@@ -1,0 +1,145 @@
+"""What a training batch writes about itself: train.csv windows, eval.csv rows, events and status of S runs.
+
+The loop hands this module numbers; which file and which column they go to is decided here (and the file
+names in runlayout.py). Videos at evaluation belong here too: they are a record of the evaluated policy.
+"""
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .runlog import RunLog
+
+
+class TrainLogWindow:
+    """Averages per-round metrics (arrays over seeds) between train.csv rows and measures throughput."""
+
+    def __init__(self, env_step: int, log_freq: int):
+        self.log_freq = log_freq
+        self._reset(env_step)
+
+    def _reset(self, env_step):
+        self.sums, self.rounds, self.updates = {}, 0, 0
+        self.step0, self.clock0 = env_step, time.time()
+        self.next_row = (env_step // self.log_freq + 1) * self.log_freq
+
+    def add(self, metrics: dict, num_updates: int):
+        if metrics:
+            for k, v in metrics.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v
+            self.rounds += 1
+            self.updates += num_updates
+
+    def due(self, env_step: int) -> bool:
+        return env_step >= self.next_row and self.rounds > 0
+
+    def flush(self, env_step: int):
+        """The row since the last one (None when no updates ran), and a new window."""
+        if self.rounds == 0:
+            return None
+        elapsed = max(time.time() - self.clock0, 1e-9)
+        row = {k: v / self.rounds for k, v in self.sums.items()}
+        row.update(updates_per_s=self.updates / elapsed, env_steps_per_s=(env_step - self.step0) / elapsed)
+        self._reset(env_step)
+        return row
+
+
+def last_csv_row(path: Path) -> dict:
+    """The last complete row of a CSV as {column: float or None} ({} without one)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return {}
+    out = {}
+    for key, value in (rows[-1] if rows else {}).items():
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            out[key] = None
+    return out
+
+
+class BatchLog:
+    """The RunLogs of a batch's seeds, written only for the seeds still active."""
+
+    def __init__(self, run_dirs):
+        self.logs = [RunLog(p) for p in run_dirs]
+        self.started = time.time()
+        self.last_row: dict = {}  # the latest train.csv row, {column: (S,) values}
+        self.videos = None  # a video.recorder.EvalVideoRecorder once video_at_eval records its first episode
+
+    @property
+    def dirs(self) -> list[Path]:
+        return [log.dir for log in self.logs]
+
+    def start(self, env_step: int, resumed: bool, total_env_steps: int, attempts, run_seeds) -> None:
+        for log, attempt, run_seed in zip(self.logs, attempts, run_seeds):
+            log.event(env_step, "resume" if resumed else "start", total_env_steps=total_env_steps,
+                      **({"attempt": attempt, "run_seed": run_seed} if attempt else {}))
+            last, best = log.best_eval_so_far()
+            log.set_status(status="running", env_step=env_step, total_env_steps=total_env_steps,
+                           last_mppi_return=last, best_mppi_return=best, attempt=attempt)
+
+    def rewind(self, env_step: int) -> None:
+        """Cut CSV rows past env_step (-1: all), the checkpoint a run resumes from; remember the last train row."""
+        for log in self.logs:
+            log.eval.truncate_after(env_step)
+            log.train.truncate_after(env_step)
+        rows = [last_csv_row(log.train.path) for log in self.logs]
+        keys = {k for row in rows for k in row}
+        self.last_row = {k: np.array([np.nan if r.get(k) is None else r[k] for r in rows]) for k in keys}
+
+    def event(self, i: int, env_step: int, name: str, **fields) -> None:
+        self.logs[i].event(env_step, name, **fields)
+
+    def status(self, i: int, **fields) -> None:
+        self.logs[i].set_status(**fields)
+
+    def train_row(self, row: Optional[dict], common: dict, active) -> None:
+        if row is None:
+            return
+        self.last_row = {k: np.asarray(v) for k, v in row.items() if np.ndim(v)}
+        for i, log in enumerate(self.logs):
+            if active[i]:
+                log.train.append({**common, **{k: (float(v[i]) if np.ndim(v) else v) for k, v in row.items()}})
+                log.set_status(env_step=common["env_step"], env_steps_per_s=row["env_steps_per_s"])
+
+    def eval_row(self, common: dict, results: dict, active) -> None:
+        for i, log in enumerate(self.logs):
+            if not active[i]:
+                continue
+            row = {**common, "wall_time_s": time.time() - self.started}
+            row.update({k: float(v[i]) for k, v in results.items()})
+            log.eval.append(row)
+            best, mppi = log.status.get("best_mppi_return"), row["mppi_return"]
+            log.set_status(env_step=common["env_step"], last_mppi_return=mppi,
+                           best_mppi_return=mppi if best is None else max(best, mppi))
+
+    def record_videos(self, cfg, obs_dim: int, act_dim: int, act, states, active, env_step: int) -> None:
+        """One K-labelled MPPI episode per active seed into <run>/videos/ (train.video_at_eval)."""
+        from .video.recorder import EvalVideoRecorder  # GL and video encoding only when asked for
+        from .video.rollout import run_label
+
+        if self.videos is None:
+            self.videos = EvalVideoRecorder(cfg, obs_dim, act_dim, act=act)
+        self.videos.record(states, self.dirs, [run_label(d) for d in self.dirs], active, env_step)
+
+    def finish(self, active, env_step: int, status: str, message: Optional[str]) -> None:
+        for i, log in enumerate(self.logs):
+            if active[i]:
+                log.event(env_step, status, **({"message": message} if message else {}))
+                log.set_status(status=status, env_step=env_step)
+
+    def mppi_postfix(self) -> str:
+        last = [log.status.get("last_mppi_return") for log in self.logs]
+        last = [x for x in last if x is not None]
+        return f"MPPI {np.mean(last):.1f}" if last else ""
+
+    def close(self) -> None:
+        if self.videos is not None:
+            self.videos.close()
