@@ -35,12 +35,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,analysis,dashboard]'
 	touch $(STAMP)
 
+# test files spread over the cores; one file stays on one worker, so module and session fixtures are built once
+PYTEST := $(PY) -m pytest -n auto --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PYTEST)
 
 # pytest exits 5 when no test is marked slow; make would turn that into its own exit 2, so it is handled here
 test-slow: $(STAMP)
-	@echo "$(PY) -m pytest -m slow"; code=0; $(PY) -m pytest -m slow || code=$$?; \
+	@echo "$(PYTEST) -m slow"; code=0; $(PYTEST) -m slow || code=$$?; \
 	if [ $$code -eq 5 ]; then echo "(no slow tests collected)"; exit 0; fi; exit $$code
 
 phase: $(STAMP)

@@ -150,7 +150,7 @@ def cmd_list(args) -> int:
                          ",".join(p.variant_names()), _first_line(p.description)))
         except PhaseError as e:
             print(f"error: {e}", file=sys.stderr)
-            rows.append((path.stem, "?", "?", "?", "?", "INVALID (python -m experiments.launch validate)"))
+            rows.append((path.stem, "?", "?", "?", "?", "INVALID (tdmpc-glass validate)"))
             broken += 1
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header) - 1)]
     for row in [header] + rows:

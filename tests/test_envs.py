@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tdmpc_glass.envs import EnvPool, flatten_observation, list_tasks, load, parse_task, task_spec, validate_task
+from tdmpc_glass.envs import EnvPool, flatten_observation, list_tasks, parse_task, task_spec, validate_task
 
 ROOT = Path(__file__).resolve().parents[1]
 

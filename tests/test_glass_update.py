@@ -85,6 +85,7 @@ VARIANTS = [
 ]
 
 
+@pytest.mark.slow
 def test_every_variant_gives_a_finite_loss_and_finite_gradients():
     obs = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 15))
     for fields in VARIANTS:
@@ -96,6 +97,7 @@ def test_every_variant_gives_a_finite_loss_and_finite_gradients():
         assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads)), fields
 
 
+@pytest.mark.slow
 def test_a_full_glass_update_with_every_switch_on_stays_finite():
     cfg = small_config(enabled=True, moe_q=True, lambda_window=1e-3, balance="sinkhorn", num_super=3,
                        lambda_row_entropy=1e-3)

@@ -9,7 +9,6 @@ swings the pole well above horizontal again and again, so passing it means learn
 import csv
 import json
 import sys
-from pathlib import Path
 
 import pytest
 

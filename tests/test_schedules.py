@@ -124,6 +124,7 @@ def trained_state(cfg, steps=3):
     return make()
 
 
+@pytest.mark.slow
 def test_split_q_adam_makes_the_same_updates_as_one_adam():
     cfg = tiny_config()
     split_cfg = replace(cfg, schedule=replace(cfg.schedule, q_reset_at=[100]))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tdmpc_glass.train import Trainer
-from train_script import rows, tiny_config
+from train_script import assert_extension_reproduces, rows, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).parent / "train_script.py"
@@ -23,18 +23,9 @@ def launch(run_dirs, seeds=(1, 2), **train):
                             stderr=subprocess.PIPE, text=True)
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("full")
-    dirs = [root / "seed1", root / "seed2"]
-    proc = launch(dirs)
-    out, err = proc.communicate(timeout=900)
-    assert proc.returncode == 0, err
-    return dirs
-
-
-def test_run_writes_the_runs_layout(uninterrupted):
-    for d in uninterrupted:
+def test_run_writes_the_runs_layout(trained_runs):
+    assert trained_runs.exit_code == 0
+    for d in trained_runs.dirs:
         status = json.loads((d / "status.json").read_text())
         assert status["status"] == "done" and status["env_step"] == 320
         evals = rows(d / "eval.csv")
@@ -46,10 +37,23 @@ def test_run_writes_the_runs_layout(uninterrupted):
         assert events[0] == "start" and events[-1] == "done"
         assert len(list((d / "checkpoints").glob("step_*.npz"))) == 2  # the last two are kept
     # the two seeds are different runs, not copies
-    assert rows(uninterrupted[0] / "train.csv") != rows(uninterrupted[1] / "train.csv")
+    assert rows(trained_runs.dirs[0] / "train.csv") != rows(trained_runs.dirs[1] / "train.csv")
 
 
-def test_resume_after_sigkill_reproduces_the_uninterrupted_run(uninterrupted, tmp_path):
+def test_no_retracing_across_rounds(trained_runs):
+    # 320 env steps = 4 episodes = 16 rounds of 5 ticks; compiled variants must not grow with the round count
+    # round kinds: no updates yet / seeding burst / regular, each with or without an episode's reset row
+    assert 1 <= trained_runs.traces["round"] <= 5
+    # acting: training planner, eval planner, eval policy prior
+    assert 1 <= trained_runs.traces["act"] <= 3
+
+
+def test_stopping_and_extending_in_process_reproduces_the_run(trained_runs, tmp_path):
+    assert_extension_reproduces(trained_runs.cfg, trained_runs.seeds, trained_runs.dirs, tmp_path, stop_at=160)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_reproduces_the_uninterrupted_run(trained_runs, tmp_path):
     dirs = [tmp_path / "seed1", tmp_path / "seed2"]
     proc = launch(dirs)
     deadline = time.time() + 600
@@ -63,12 +67,14 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(uninterrupted, tm
     proc = launch(dirs)
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err
-    for d, ref in zip(dirs, uninterrupted):
+    # the killed-and-resumed subprocess run equals the uninterrupted in-process one
+    for d, ref in zip(dirs, trained_runs.dirs):
         assert rows(d / "eval.csv") == rows(ref / "eval.csv")
         assert rows(d / "train.csv") == rows(ref / "train.csv")
         assert "resume" in (d / "events.jsonl").read_text()
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_marks_interrupted_then_resumes(tmp_path):
     dirs = [tmp_path / "seed1"]
     proc = launch(dirs, seeds=(1,))
@@ -89,20 +95,7 @@ def test_sigterm_checkpoints_and_marks_interrupted_then_resumes(tmp_path):
     assert json.loads((dirs[0] / "status.json").read_text())["status"] == "done"
 
 
-def test_no_retracing_across_rounds(tmp_path):
-    # 640 env steps = 8 episodes = 32 rounds of 5 ticks; compiled shapes must not grow with the round count
-    cfg = tiny_config(steps=640, eval_freq=320)
-    trainer = Trainer(cfg, [1], [tmp_path / "seed1"], progress=False)
-    try:
-        assert trainer.run() == 0
-    finally:
-        trainer.close()
-    # round kinds: no updates yet / seeding burst / regular, each with or without an episode's reset row
-    assert 1 <= trainer.traces["round"] <= 5
-    # acting: training planner, eval planner, eval policy prior
-    assert 1 <= trainer.traces["act"] <= 3
-
-
+@pytest.mark.slow
 def test_non_finite_training_marks_the_seed_failed_and_names_the_term(tmp_path):
     cfg = tiny_config(steps=240, eval_freq=10_000)
     cfg.optim.lr = 1e38  # the first updates overflow the parameters

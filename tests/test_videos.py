@@ -77,6 +77,7 @@ def runs(tmp_path_factory):
     return [write_run(root / f"seed{seed}", cfg, seed, steps=(80, 160)) for seed in (1, 2)]
 
 
+@pytest.mark.slow
 def test_eval_recorder_writes_a_video_per_active_seed(tmp_path):
     """The trainer's hook with the trainer's act (acting.jit_act): one MPPI episode per seed, written only for
     the active seeds (train() calling it at every evaluation is checked by the slow test at the end)."""

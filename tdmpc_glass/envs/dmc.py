@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import worker
+
 # Seconds between liveness checks of a worker while waiting for its answer.
 _POLL_S = 0.5
 # Seconds a closing worker gets to exit by itself before it is terminated.
@@ -251,16 +253,15 @@ class EnvPool:
             self._local = EnvChunk(task, self.num_envs, self.action_repeat, shaping=self.shaping)
             self._closed = False
             return
-        from . import worker
-
         ctx = mp.get_context("spawn")
         self._closed = False
         try:
             for i, chunk in enumerate(self._chunks):
                 parent_end, child_end = ctx.Pipe(duplex=True)
+                make_chunk = functools.partial(EnvChunk, task, len(chunk), self.action_repeat, int(chunk[0]),
+                                               self.shaping)
                 proc = ctx.Process(target=worker.run, name=f"envpool-{self.task}-{i}", daemon=True,
-                                   args=(child_end, task, len(chunk), self.action_repeat, int(chunk[0]),
-                                         self.shaping))
+                                   args=(child_end, make_chunk, task_spec(self.tasks[0])))
                 proc.start()
                 child_end.close()  # the worker holds the only other end: its death shows up as EOF here
                 self._procs.append(proc)

@@ -12,18 +12,18 @@ import signal
 import traceback
 
 
-def run(conn, task, num_envs: int, action_repeat: int, first_index: int, shaping: bool = False) -> None:
-    """task: a name, or a tuple of names (multi-task chunk; reset payloads are then (seeds, task_ids))."""
+def run(conn, make_chunk, spec) -> None:
+    """make_chunk: a picklable callable building the worker's EnvChunk (dmc.EnvChunk with its arguments bound);
+    spec: (obs_dim, act_dim), sent once the chunk is built. Reset payloads are seeds, or (seeds, task_ids)
+    for a multi-task chunk. This module imports nothing of the pool's: the pool hands it what to build."""
     # Ctrl-C reaches the whole process group; the parent decides what happens (the trainer finishes its
     # episode and checkpoints, which needs the envs alive). SIGTERM still ends a worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A worker never renders: keep dm_control from probing for an OpenGL backend. Set only in this process.
     os.environ.setdefault("MUJOCO_GL", "disable")
-    from .dmc import EnvChunk, task_spec
-
     try:
-        chunk = EnvChunk(task, num_envs, action_repeat, first_index, shaping)
-        conn.send(("ok", task_spec(task if isinstance(task, str) else task[0])))
+        chunk = make_chunk()
+        conn.send(("ok", spec))
     except Exception as e:
         _send_error(conn, e)
         conn.close()

@@ -297,7 +297,7 @@ class Episode:
             return out
         k = self.k.astype(np.int64)
         switches = int(np.sum(k[1:] != k[:-1]))
-        length, best, best_start, start = 1, (0, -1, 0), 0, 0
+        best, start = (0, -1, 0), 0
         for t in range(1, len(k) + 1):
             if t == len(k) or k[t] != k[t - 1]:
                 if t - start > best[0]:
