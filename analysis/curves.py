@@ -7,11 +7,15 @@ Each phase label (`phase`, or `phase:variant`) is drawn in its stable colour (an
 a faint line, the mean over seeds as a bold line, and a 95% percentile-bootstrap band of that mean (seeds
 resampled with replacement, seeded). Seeds are aligned on the env_step values they share; where seeds have
 different lengths (a running seed, a failed one) each step uses the seeds that reached it: the mean is dashed
-there, and the band needs two seeds. Return metrics get dotted lines at 500 (G1 threshold) and 600 (G2
-ceiling). train.csv metrics are averaged into at most --points bins of env steps. --reference overlays the
-published curves of TD-MPC2, TD-MPC, DreamerV3 and SAC for the runs' task (analysis/reference_data/, from the
-TD-MPC2 authors' results; drawn up to the runs' last env step). Writes --out (default curves.png in the current
+there, and the band needs two seeds. Return metrics of runs on hopper-hop (GOAL_TASK, the task G1 and G2 were
+set for; a run's task is config.task of its config.yaml) get dotted lines at 500 (G1 threshold) and 600 (G2
+ceiling); other tasks get none. train.csv metrics are averaged into at most --points bins of env steps.
+--reference overlays the published curves of TD-MPC2, TD-MPC, DreamerV3 and SAC for the runs' task
+(analysis/reference_data/, from the TD-MPC2 authors' results; drawn up to the runs' last env step). Writes --out (default curves.png in the current
 directory; the suffix picks the format) and prints its path. Errors print one line `error: ...` and exit 2.
+A drawn run with a damaged file (config.yaml, or the metric's eval.csv / train.csv: cut short, emptied,
+corrupted, the wrong columns) gives one line `warning: <file>: <what is wrong>: ...` on stderr and is drawn
+with what can be read, or left out when nothing can.
 """
 from __future__ import annotations
 
@@ -31,11 +35,12 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from analysis.colors import phase_color  # noqa: E402
 from analysis.runs import AnalysisError, PhaseNames, Run, load_runs, phase_catalogue, split_label  # noqa: E402
-from tdmpc_glass.runlayout import DEFAULT_VARIANT, RUNS_ENV, TRAIN, runs_root  # noqa: E402
+from tdmpc_glass.runlayout import CONFIG, DEFAULT_VARIANT, EVAL, RUNS_ENV, TRAIN, runs_root  # noqa: E402
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference_data"
 EVAL_METRICS = ("mppi_return", "mppi_return_std", "pi_return", "pi_return_std")
 RETURN_METRICS = ("mppi_return", "pi_return")
+GOAL_TASK = "hopper-hop"  # the task the goals below were set for: their lines are drawn for its runs only
 THRESHOLDS = ((500.0, "G1 threshold 500"), (600.0, "G2 ceiling 600"))
 REFERENCE_STYLES = {"tdmpc2": ("-.", "0.15"), "tdmpc": (":", "0.35"), "dreamerv3": ("--", "0.45"),
                     "sac": ((0, (1, 3)), "0.55")}
@@ -63,6 +68,33 @@ def select_runs(runs: list[Run], labels: list[str], names: PhaseNames) -> dict[s
 
 def _frame_for(run: Run, metric: str) -> pd.DataFrame:
     return run.eval if metric in EVAL_METRICS else run.train()
+
+
+def metric_file(metric: str) -> str:
+    """The run file a metric is read from: eval.csv for the evaluation scores, else train.csv."""
+    return EVAL if metric in EVAL_METRICS else TRAIN
+
+
+def goals_apply(tasks) -> bool:
+    """Whether the G1/G2 lines belong on a plot of runs of `tasks` (config.task values; None = unknown): only
+    when some run is on GOAL_TASK."""
+    return any(task and str(task).replace("_", "-") == GOAL_TASK for task in tasks)
+
+
+def damage_notes(runs_by_label: dict[str, list[Run]], metric: str) -> list[str]:
+    """One line per damaged file among the files a plot of `metric` reads (config.yaml and the metric's CSV)
+    of the chosen runs, saying what happens to the run."""
+    notes = []
+    for runs in runs_by_label.values():
+        for run in runs:
+            for damage in run.damage((CONFIG, metric_file(metric))):
+                if damage.file == CONFIG:
+                    what = "run drawn, its phase and task taken from its folder" if not damage.usable else \
+                        "run drawn with what was read"
+                else:
+                    what = "run drawn with its readable rows" if damage.usable else "run left out"
+                notes.append(f"{damage}: {what}")
+    return notes
 
 
 def seed_curves(runs: list[Run], metric: str, max_points: int = 400) -> pd.DataFrame:
@@ -201,12 +233,12 @@ def plot_curves(runs_by_label: dict[str, list[Run]], metric: str = "mppi_return"
     if drawn == 0:
         plt.close(fig)
         raise AnalysisError(f"no values of '{metric}' in the selected runs")
-    if metric in RETURN_METRICS:
-        for y, text in THRESHOLDS:
-            ax.axhline(y, color="0.4", linestyle=":", linewidth=1)
-            ax.annotate(text, (0, y), xycoords=("axes fraction", "data"), xytext=(4, 2),
-                        textcoords="offset points", fontsize=7, color="0.35")
     tasks = {r.task for runs in runs_by_label.values() for r in runs if r.task}
+    if metric in RETURN_METRICS and goals_apply(tasks):
+        for y, text in THRESHOLDS:
+            ax.axhline(y, color="0.4", linestyle=":", linewidth=1, gid=f"goal:{y:g}")
+            ax.annotate(f"{text} ({GOAL_TASK})", (0, y), xycoords=("axes fraction", "data"), xytext=(4, 2),
+                        textcoords="offset points", fontsize=7, color="0.35")
     if reference and metric in RETURN_METRICS:
         if len(tasks) == 1:
             task = tasks.pop()
@@ -257,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = load_runs(root, names=names)
         if not runs:
             raise AnalysisError(f"no runs found under {root}")
-        fig = plot_curves(select_runs(runs, args.phases, names), args.metric, args.reference, args.reps,
-                          args.points)
+        chosen = select_runs(runs, args.phases, names)
+        for note in damage_notes(chosen, args.metric):
+            print(f"warning: {note}", file=sys.stderr)
+        fig = plot_curves(chosen, args.metric, args.reference, args.reps, args.points)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")

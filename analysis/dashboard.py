@@ -25,6 +25,9 @@ Files are served only from inside the runs root (`/files/<path relative to the r
 symlinks included, and anything outside is refused with 403; folders and missing files are 404, no listing).
 The dashboard never writes into the runs root. It binds 127.0.0.1 unless --host says otherwise. A file being
 written, a partial CSV line or a run folder removed while it is read shows as "unavailable" and the server stays up.
+A damaged run file (cut short, emptied, corrupted, the wrong columns) is flagged under the run in the runs table
+(`damaged: <file>: <what is wrong>`) and in the ledger's list of runs left out or counted; what can be read of the
+run is still shown.
 Bad input (a missing runs root, a port in use) prints one line `error: ...` and exits 2.
 """
 from __future__ import annotations
@@ -85,6 +88,7 @@ table.tbl td.nowrap { white-space: nowrap; }
             vertical-align: middle; overflow: hidden; margin: 0 6px; }
 .progress > div { height: 100%; background: #1f5fbf; }
 .unavailable { color: #a3271b; background: #fdecea; padding: 6px 10px; border-radius: 4px; margin: 6px 0; }
+.damaged { color: #a3271b; font-size: 12px; margin-top: 2px; }
 .kv { display: grid; grid-template-columns: 150px 1fr; gap: 3px 12px; font-size: 13px; }
 .kv div:nth-child(odd) { color: #666; }
 .videos { display: flex; flex-wrap: wrap; gap: 14px; } .videos figure { margin: 0; }
@@ -121,6 +125,7 @@ class Source:
         self._lock = threading.Lock()
         self._loaded: tuple[float, list[Run], PhaseNames] | None = None
         self._summaries: dict = {}
+        self._damage: dict = {}
         self._ledger: tuple | None = None
 
     def stamp(self) -> str:
@@ -193,6 +198,20 @@ class Source:
             if len(self._summaries) > 512:
                 self._summaries.clear()
             self._summaries[key] = value
+        return value
+
+    def damage(self, run: Run) -> list:
+        """run.damage(): what is wrong with each of the run's files (analysis/runs.py's Damage), cached by the
+        files' fingerprints."""
+        key = (str(run.path), json.dumps([stat_key(run.path / name) for name in RUN_FILES]))
+        with self._lock:
+            if key in self._damage:
+                return self._damage[key]
+        value = run.damage()
+        with self._lock:
+            if len(self._damage) > 4096:
+                self._damage.clear()
+            self._damage[key] = value
         return value
 
     def ledger_report(self, runs: list[Run]) -> dict:

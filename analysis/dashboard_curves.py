@@ -15,7 +15,8 @@ from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from analysis import dashboard_figures as figs
-from analysis.dashboard_parts import by_label, fairness_badge, problem, progress, status_badge, swatch, unavailable
+from analysis.dashboard_parts import (by_label, damage_flags, fairness_badge, problem, progress, status_badge, swatch,
+                                      unavailable)
 from analysis.dashboard_run import run_href
 from analysis.runs import PhaseNames, Run, natural_key
 from tdmpc_glass.runlayout import DEFAULT_VARIANT, EVAL, RUNNING
@@ -46,7 +47,9 @@ def phase_options(runs: list[Run], names: PhaseNames) -> list[dict]:
         options.append({"value": label, "label": html.Div([
             swatch(label), html.B(label), fairness_badge(all(r.benchmark_fair for r in members)),
             html.Span(seeds_text + (f", {running} running" if running else ""), className="muted"),
-            html.Div(first.description or "(no description)", className="desc"),
+            # the summary line once; the whole description on hover (its paragraph restates the summary)
+            html.Div(first.summary or first.description or "(no description)", className="desc",
+                     title=first.description or None),
             html.Div(" · ".join(details), className="muted") if details else None,
         ])})
     return options
@@ -68,16 +71,18 @@ def last_evaluated_mppi(run: Run):
     return None
 
 
-def runs_table(runs: list[Run]):
-    """Every run: status, progress, last and best MPPI, last update and ETA, linking to its page."""
+def runs_table(runs: list[Run], damage=None):
+    """Every run: status, progress, last and best MPPI, last update and ETA, linking to its page; under a run
+    with damaged files, one flag per file. damage: run -> its Damage list (default: none shown)."""
     if not runs:
         return html.Div("no runs yet", className="muted")
     rows = []
     now = dt.datetime.now(dt.timezone.utc)
     for run in runs:
         record = run.status_record
+        flags = damage_flags(damage(run)) if damage else []
         rows.append(html.Tr([
-            html.Td([swatch(run.label), dcc.Link(f"{run.label} s{run.seed}", href=run_href(run, runs))]),
+            html.Td([swatch(run.label), dcc.Link(f"{run.label} s{run.seed}", href=run_href(run, runs)), *flags]),
             html.Td(status_badge(run)), html.Td(progress(run)),
             html.Td(figs.number_text(last_evaluated_mppi(run)), className="num"),
             html.Td(figs.number_text(run.best_mppi), className="num"),
@@ -115,7 +120,7 @@ def layout(source):
         html.Div(id="ov-msg"),
         card(dcc.Graph(id="graph-mppi", config=NO_GRAPH_BAR, figure=figs.empty_figure("loading ..."))),
         card(dcc.Graph(id="graph-pi", config=NO_GRAPH_BAR, figure=figs.empty_figure("loading ..."))),
-        card(html.Div(runs_table(runs), id="runs-table"), title="Runs"),
+        card(html.Div(runs_table(runs, source.damage), id="runs-table"), title="Runs"),
     ])
     return html.Div([
         dcc.Store(id="ov-known", data={"labels": labels, "seeds": seeds, "sig": option_signature(runs)}),
@@ -150,7 +155,7 @@ def register(app, source) -> None:
         return (phase_options(runs, names) if changed else no_update, label_value,
                 seed_options(seeds) if changed else no_update, seed_value,
                 {"labels": labels, "seeds": seeds, "sig": signature} if changed else no_update,
-                runs_table(runs), None)
+                runs_table(runs, source.damage), None)
 
     @app.callback(Output("graph-mppi", "figure"), Output("graph-pi", "figure"), Output("ov-key", "data"),
                   Input("phase-picker", "value"), Input("seed-picker", "value"), Input("curve-options", "value"),

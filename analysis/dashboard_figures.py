@@ -96,14 +96,18 @@ def empty_figure(message: str, height: int = 260) -> dict:
                                                     "font": {"color": "#777", "size": 14}}]}}
 
 
-def threshold_lines() -> tuple[list[dict], list[dict]]:
-    """(shapes, annotations): dotted lines across the plot at 500 (G1 threshold) and 600 (G2 ceiling)."""
+def threshold_lines(tasks) -> tuple[list[dict], list[dict]]:
+    """(shapes, annotations): dotted lines across the plot at 500 (G1 threshold) and 600 (G2 ceiling) when the
+    plot has runs of curves.GOAL_TASK among `tasks` (the runs' config.task values), else none."""
     shapes, notes = [], []
+    if not curves.goals_apply(tasks):
+        return shapes, notes
     for y, text in curves.THRESHOLDS:
         shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": y, "y1": y,
                        "line": {"color": "#666", "dash": "dot", "width": 1}, "layer": "above"})
-        notes.append({"text": text, "xref": "paper", "x": 0, "xanchor": "left", "yref": "y", "y": y,
-                      "yanchor": "bottom", "showarrow": False, "font": {"size": 10, "color": "#555"}})
+        notes.append({"text": f"{text} ({curves.GOAL_TASK})", "xref": "paper", "x": 0, "xanchor": "left",
+                      "yref": "y", "y": y, "yanchor": "bottom", "showarrow": False,
+                      "font": {"size": 10, "color": "#555"}})
     return shapes, notes
 
 
@@ -111,7 +115,7 @@ def curves_figure(runs_by_label: dict, metric: str, show_seeds: bool = True, ref
                   reps: int = 1000, summaries: dict | None = None) -> dict:
     """Per label: faint seeds (optional), the mean over seeds (dashed where some seeds have not reached the step)
     and its 95% bootstrap band (a filled polygon, fill='toself'), in the label's stable colour; threshold lines
-    at 500 and 600; optionally the published curves of the runs' task.
+    at 500 and 600 where some run is on curves.GOAL_TASK; optionally the published curves of the runs' task.
 
     runs_by_label: label -> runs (already restricted to the chosen seeds). summaries: label -> CurveSummary, to
     reuse ones already computed (the dashboard caches them); missing ones are computed here.
@@ -169,7 +173,7 @@ def curves_figure(runs_by_label: dict, metric: str, show_seeds: bool = True, ref
                                           "dash": REFERENCE_DASH.get(algorithm, "dash")}))
         else:
             note = f" (reference curves need one task; here: {', '.join(tasks) or 'unknown'})"
-    shapes, notes = threshold_lines()
+    shapes, notes = threshold_lines(tasks)
     on = f" on {tasks[0]}" if len(tasks) == 1 else ""
     return figure(data, f"{title}{on}: mean over seeds, 95% bootstrap band{note}", 420,
                   xaxis={"rangemode": "tozero"}, yaxis={"title": {"text": title}}, shapes=shapes,
@@ -189,8 +193,9 @@ def thin(frame: pd.DataFrame, max_points: int = MAX_TRAIN_POINTS) -> pd.DataFram
     return numeric.groupby(bins).mean()
 
 
-def run_eval_figure(eval_frame: pd.DataFrame, label: str) -> dict:
-    """One run's MPPI and pi scores against env steps, with +- one std over the evaluation episodes."""
+def run_eval_figure(eval_frame: pd.DataFrame, label: str, task: str | None = None) -> dict:
+    """One run's MPPI and pi scores against env steps, with +- one std over the evaluation episodes; the G1/G2
+    lines when `task` (the run's config.task) is curves.GOAL_TASK."""
     if eval_frame.empty or "env_step" not in eval_frame:
         return empty_figure(f"no evaluation yet ({EVAL} is empty or missing)")
     colour = phase_color(label)
@@ -210,7 +215,7 @@ def run_eval_figure(eval_frame: pd.DataFrame, label: str) -> dict:
                              "showlegend": False, "name": f"{metric} +- std"})
         data.append(scatter(steps, values, METRIC_TITLES[metric], mode="lines+markers", marker={"size": 5},
                             line={"color": colour, "width": 2, "dash": dash}))
-    shapes, notes = threshold_lines()
+    shapes, notes = threshold_lines([task])
     return figure(data, "evaluation: MPPI and pi scores (band: +- std over episodes)", 360,
                   yaxis={"title": {"text": "return"}}, shapes=shapes, annotations=notes, uirevision="eval")
 

@@ -69,11 +69,22 @@ def per_seed_table(report: dict):
         for r in report["per_seed"]], "per-seed-tbl")
 
 
+def damaged_card(report: dict):
+    """The runs with damaged files and what the ledger did with each (seed_stats' warnings); None without."""
+    lines = report.get("damaged") or []
+    if not lines:
+        return None
+    return html.Div(className="card", id="ledger-damaged", children=[
+        html.H3(f"Damaged run files ({len(lines)})"),
+        *[html.Div(line, className="damaged") for line in lines]])
+
+
 def ledger_view(report: dict):
     settings = report["settings"]
     g1 = [r["phase"] for r in report["ledger"] if r["G1"]]
     g2 = [r["phase"] for r in report["ledger"] if r["G2"]]
     return html.Div([
+        damaged_card(report),
         html.Div(className="card", children=[
             html.H3(f"Phase ledger (hit: best MPPI >= {settings['threshold']:g}; G1: >= {ss.MIN_SEEDS_G1} seeds, "
                     f"all hit; G2: a seed >= {settings['ceiling']:g}; unfair phases never count)"),

@@ -75,3 +75,9 @@ def by_label(runs: list[Run]) -> dict[str, list[Run]]:
     for run in runs:
         out.setdefault(run.label, []).append(run)
     return out
+
+
+def damage_flags(damage: list):
+    """One line per damaged file of a run (analysis/runs.py's Damage): `damaged: eval.csv: empty (0 bytes)`."""
+    return [html.Div(f"damaged: {d.file}: {d.reason}" + ("" if d.usable else " (not used)"), className="damaged")
+            for d in damage]

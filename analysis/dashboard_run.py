@@ -1,6 +1,8 @@
 """The dashboard's run page, `/run/<phase>/<variant>/seed<k>`: status, env steps, last update, ETA, links to the
 raw files; the eval curve; Glass diagnostics, throughput and losses from train.csv; the run's videos played in
-the page; its events, newest first. Also the page's URLs (run_href, parse_run_path, find_run).
+the page, each with its episode's gait, K stability during hops and basin label (read from the video's
+`<stem>_summary.json`, which tdmpc_glass/video writes), and the run's basin; its events, newest first. Also the
+page's URLs (run_href, parse_run_path, find_run).
 
 `register(app, source)` adds its callbacks; `layout(phase, variant, seed)` is what the router shows.
 """
@@ -13,11 +15,13 @@ from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from analysis import dashboard_figures as figs
-from analysis.dashboard_parts import fairness_badge, problem, progress, status_badge, swatch, unavailable
+from analysis.dashboard_parts import (damage_flags, fairness_badge, problem, progress, status_badge, swatch,
+                                      unavailable)
 from analysis.runs import Run, natural_key
 from tdmpc_glass.runlayout import CONFIG, DEFAULT_VARIANT, EVAL, EVENTS, RUNNING, STATUS, TRAIN, VIDEOS, seed_of
 
 VIDEO_SUFFIXES = (".mp4", ".webm")
+SUMMARY_SUFFIX = "_summary.json"  # <stem>_summary.json next to <stem>.mp4 (tdmpc_glass/video/recorder.py)
 MAX_EVENTS = 300
 LINKED_FILES = (EVAL, TRAIN, EVENTS, STATUS, CONFIG)  # the raw files linked from the page, in this order
 DRAWN_FILES = (EVAL, TRAIN, EVENTS, CONFIG)  # the files the figures and events come from: redrawn when they change
@@ -105,11 +109,14 @@ def run_status(run: Run, train, source):
         ("throughput", f"{figs.number_text(rate, 0)} env steps/s" if rate is not None else "-"),
         ("MPPI score", f"last {figs.number_text(last_mppi(run))}, best {figs.number_text(run.best_mppi)}"),
         ("phase", [swatch(run.label), run.label, fairness_badge(run.benchmark_fair)]),
-        ("description", run.description or "-"),
+        ("description", run.summary or run.description or "-"),
         ("task", run.task or "-"),
         ("folder", html.Code(str(folder))),
         ("files", links or "-"),
     ]
+    flags = damage_flags(source.damage(run))
+    if flags:
+        rows.append(("damaged files", flags))
     cells = []
     for key, value in rows:
         cells += [html.Div(key), html.Div(value, id="kv-" + key.replace(" ", "-"))]
@@ -137,12 +144,79 @@ def events_table(events: list[dict]):
                      html.Table([header, html.Tbody(rows)], className="tbl", id="events-tbl")])
 
 
+def summary_path(video):
+    return video.with_name(video.stem + SUMMARY_SUFFIX)
+
+
+def read_summary(video) -> dict | None:
+    """The video's summary JSON; None when there is none; {"unreadable": why} when it cannot be read."""
+    path = summary_path(video)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return {"unreadable": f"{path.name}: {type(e).__name__}"}
+    return data if isinstance(data, dict) else {"unreadable": f"{path.name}: not an object"}
+
+
+def stability_text(summary: dict) -> str:
+    """K stability during hops only (fall recovery excluded), as the summary states it."""
+    if summary.get("glass") is False:
+        return "hop K: - (Glass off)"
+    per_cycle, cycles = summary.get("hop_k_switches_per_cycle"), summary.get("hop_cycles_in_hops")
+    if per_cycle is None:
+        return "hop K: - (no hop cycles)"
+    verdict = {True: "stable", False: "unstable"}.get(summary.get("hop_k_stable"), "?")
+    return (f"hop K: {per_cycle:.2f} switches/cycle over {cycles} hop cycles, {summary.get('hop_distinct_k')} "
+            f"K ({verdict})")
+
+
+def gait_line(summary: dict | None, label: str = ""):
+    """One line under a video: gait, K stability during hops, basin (or why they are missing)."""
+    prefix = f"{label}: " if label else ""
+    if summary is None:
+        return html.Div(f"{prefix}no summary JSON", className="muted video-gait")
+    if "unreadable" in summary:
+        return html.Div(f"{prefix}summary unreadable ({summary['unreadable']})", className="muted video-gait")
+    if "gait" not in summary:
+        return html.Div(f"{prefix}no gait in the summary (written before gait labels)", className="muted video-gait")
+    if summary["gait"] is None:
+        return html.Div(f"{prefix}gait: - (hopper only)", className="muted video-gait")
+    return html.Div([prefix, "gait ", html.B(summary["gait"]), f" | {stability_text(summary)} | basin ",
+                     html.B(str(summary.get("basin")))], className="video-gait")
+
+
+def video_gait(summary: dict | None):
+    """The gait lines of one video: its episode's, or each run's for a grid."""
+    if summary is not None and isinstance(summary.get("runs"), list):
+        return [gait_line(r, str(r.get("run", "?"))) for r in summary["runs"] if isinstance(r, dict)]
+    return [gait_line(summary)]
+
+
+def run_basin(summaries: list) -> str | None:
+    """The run's basin: the most common basin among the episodes of its latest checkpoint with videos (a basin
+    locks early and is almost never left, log section 9.3); ties list every leader. None without labels."""
+    labelled = [s for s in summaries if isinstance(s, dict) and s.get("basin")
+                and isinstance(s.get("checkpoint_env_step"), (int, float))]
+    if not labelled:
+        return None
+    step = max(s["checkpoint_env_step"] for s in labelled)
+    latest = [s["basin"] for s in labelled if s["checkpoint_env_step"] == step]
+    counts = {b: latest.count(b) for b in dict.fromkeys(latest)}
+    top = max(counts.values())
+    leaders = " / ".join(b for b, c in counts.items() if c == top)
+    return f"{leaders} ({top} of {len(latest)} episodes at env step {int(step)}, the latest with videos)"
+
+
 def video_list(videos: list, fingerprint: list, source):
-    """A <video> per file, playing from /files/, with its name and size."""
+    """A <video> per file, playing from /files/, with its name, size and gait line; the run's basin above."""
     if not videos:
         return html.Div(f"no videos yet ({VIDEOS}/*.mp4)", className="muted")
+    summaries = [read_summary(path) for path in videos]
+    basin = run_basin(summaries)
     items = []
-    for path, (_name, stat) in zip(videos, fingerprint):
+    for path, summary, (_name, stat) in zip(videos, summaries, fingerprint):
         href = source.file_href(path)
         if href is None:
             continue
@@ -151,8 +225,11 @@ def video_list(videos: list, fingerprint: list, source):
             html.Video(src=href, controls=True, muted=True, preload="auto", loop=True, className="run-video"),
             html.Figcaption([html.A(path.name, href=href, target="_blank"),
                              html.Span(f" {size / 1e6:.1f} MB" if size >= 1e5 else f" {size / 1e3:.0f} kB",
-                                       className="muted")])]))
-    return html.Div(items, className="videos")
+                                       className="muted"), *video_gait(summary)],
+                            style={"maxWidth": "420px", "fontSize": "12px"})]))
+    head = html.Div(["run basin: ", html.B(basin) if basin else "- (no hopper videos with gait labels)"],
+                    id="run-basin", style={"fontSize": "13px", "marginBottom": "6px"})
+    return html.Div([head, html.Div(items, className="videos")])
 
 
 def register(app, source) -> None:
@@ -176,7 +253,7 @@ def register(app, source) -> None:
             status = run_status(run, train, source)
             if key == previous:
                 return (status,) + (no_update,) * 6
-            return (status, figs.run_eval_figure(run.eval, run.label), figs.glass_figure(train),
+            return (status, figs.run_eval_figure(run.eval, run.label, run.task), figs.glass_figure(train),
                     figs.throughput_figure(train), figs.losses_figure(train), events_table(run.events()), key)
         except Exception as e:  # noqa: BLE001 - shown, the server stays up
             return (unavailable(problem(e)),) + (no_update,) * 6
@@ -193,7 +270,8 @@ def register(app, source) -> None:
             videos = sorted((p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()),
                             key=lambda p: natural_key(p.name)) if folder.is_dir() else []
             fingerprint = source.fingerprint(videos)
-            key = json.dumps(fingerprint)
+            # a summary is written after its video: redraw when one appears or changes
+            key = json.dumps([fingerprint, source.fingerprint(summary_path(p) for p in videos)])
             if key == previous:
                 raise PreventUpdate
             return video_list(videos, fingerprint, source), key

@@ -22,6 +22,11 @@ Tables.
 a side has fewer than 5 seeds. Output: Markdown (default), CSV (the per-seed, per-phase and ledger tables, blank
 line between) or one JSON object; --out DIR also writes per_seed.csv, per_phase.csv, ledger.csv (compare.csv).
 Bad input (missing runs root, no runs, a CSV with wrong columns) prints one line `error: ...` and exits 2.
+A run file that is damaged (cut short, emptied, corrupted, the wrong columns) gives one line `warning: <file>:
+<what is wrong>: run left out | run counted ...` on stderr: a damaged config.yaml or an eval.csv with nothing
+readable leaves the run out, a cut or partly unreadable eval.csv counts its readable rows, a damaged
+status.json counts the run with status unknown; train.csv and events.jsonl are not read. The exit code is as
+above (0 while some result remains).
 
 From Python (the dashboard's ledger page does this), the same report without a command line:
 
@@ -42,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.runs import AnalysisError, PhaseNames, as_bool, load_runs, natural_key, phase_catalogue, split_label
-from tdmpc_glass.runlayout import DEFAULT_VARIANT, EVAL, RUNNING, RUNS_ENV, runs_root
+from tdmpc_glass.runlayout import CONFIG, DEFAULT_VARIANT, EVAL, RUNNING, RUNS_ENV, STATUS, runs_root
 
 IMPORT_REQUIRED = ("phase", "seed", "best_mppi")
 PER_SEED_KEYS = ("seed", "n_phases", "mean", "median", "max", "min", "times_best", "times_worst")
@@ -64,15 +69,43 @@ def warn(message: str) -> None:
 
 # ---- inputs ----------------------------------------------------------------------------------------------------
 
-def results_from_runs(root: Path, names: PhaseNames) -> tuple[pd.DataFrame, int]:
-    """One row per run that has at least one evaluation; also the number of run directories found."""
-    runs = load_runs(root, names=names)
+READ_FILES = (CONFIG, STATUS, EVAL)  # the run files a result is computed from
+
+
+def usable_runs(runs: list, notes: list[str] | None = None) -> list:
+    """The runs whose results can be trusted, with one line in `notes` per damaged file (READ_FILES).
+
+    A run is left out when its config.yaml is damaged (the phase, variant and fairness it counts for are
+    unsure) or no evaluation of its damaged eval.csv can be read; a cut or partly unreadable eval.csv counts
+    with its readable rows, a damaged status.json counts with status unknown."""
+    kept = []
+    for run in runs:
+        damage = run.damage(READ_FILES)
+        left_out = any(d.file == CONFIG or (d.file == EVAL and run.best_mppi is None) for d in damage)
+        for d in damage:
+            if left_out:
+                consequence = "run left out"
+            elif d.file == STATUS:
+                consequence = "run counted, status unknown"
+            else:
+                consequence = "run counted with its readable rows"
+            if notes is not None:
+                notes.append(f"{d}: {consequence}")
+        if not left_out:
+            kept.append(run)
+    return kept
+
+
+def results_from_runs(root: Path, names: PhaseNames, notes: list[str] | None = None) -> tuple[pd.DataFrame, int]:
+    """One row per run that has at least one evaluation; also the number of run directories found. Runs with
+    damaged files are left out or counted as usable_runs says, with one line each in `notes`."""
+    found = load_runs(root, names=names)
     # the same phase and seed filed twice (under two aliases): the run that got furthest comes first and is kept
-    runs = sorted(runs, key=lambda r: -(r.env_steps or 0))
+    runs = sorted(usable_runs(found, notes), key=lambda r: -(r.env_steps or 0))
     rows = [{"phase": r.label, "seed": r.seed, "best_mppi": r.best_mppi, "benchmark_fair": r.benchmark_fair,
              "env_steps": r.env_steps, "description": r.description, "status": r.status, "source": str(r.path)}
             for r in runs if r.best_mppi is not None]
-    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS)), len(runs)
+    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS)), len(found)
 
 
 def _parse_seed(value) -> int:
@@ -167,12 +200,13 @@ def phase_names(phases_dir: str | os.PathLike | None = None) -> PhaseNames:
 
 
 def gather(runs: str | os.PathLike | None = None, imports: Sequence[str | os.PathLike] = (),
-           names: PhaseNames | None = None) -> pd.DataFrame:
+           names: PhaseNames | None = None, notes: list[str] | None = None) -> pd.DataFrame:
     """One row per (phase label, seed) from a runs root and imported CSVs (RESULT_COLUMNS).
 
     runs: the runs root; None means $TDMPC_GLASS_RUNS, else ./runs, except that with `imports` and no
     $TDMPC_GLASS_RUNS only the imports are read. names: updated with the aliases the runs declare (default:
-    phases/*.yaml's). Raises AnalysisError for a missing root, no runs or no results, or a bad CSV.
+    phases/*.yaml's). notes: gets one line per damaged run file (usable_runs), also when an error is raised.
+    Raises AnalysisError for a missing root, no runs or no results, or a bad CSV.
     """
     names = names if names is not None else phase_names()
     imports = list(imports or [])
@@ -180,12 +214,16 @@ def gather(runs: str | os.PathLike | None = None, imports: Sequence[str | os.Pat
     run_results = pd.DataFrame(columns=list(RESULT_COLUMNS))
     if runs or not imports or os.environ.get(RUNS_ENV):
         root = runs_root(runs)
-        run_results, n_runs = results_from_runs(root, names)
+        notes = notes if notes is not None else []
+        before = len(notes)
+        run_results, n_runs = results_from_runs(root, names, notes)
         if not imports:
             if n_runs == 0:
                 raise AnalysisError(f"no runs found under {root} (expected <phase>/<variant>/seed<k>/ folders)")
             if run_results.empty:
-                raise AnalysisError(f"no evaluations yet under {root}: {n_runs} runs found, none has an {EVAL} row")
+                damaged = f" ({len(notes) - before} damaged files, see the warnings)" if len(notes) > before else ""
+                raise AnalysisError(f"no evaluations yet under {root}: {n_runs} runs found, none has a readable "
+                                    f"{EVAL} row{damaged}")
         elif n_runs == 0:
             warn(f"no runs found under {root}; using the imports only")
         if len(imported):  # an import read before the runs' aliases were known: resolve its labels again
@@ -282,9 +320,10 @@ def compare(results: pd.DataFrame, names: PhaseNames, a: str, b: str, reps: int,
 
 def build_report(results: pd.DataFrame, names: PhaseNames | None = None, *, threshold: float = DEFAULT_THRESHOLD,
                  ceiling: float = DEFAULT_CEILING, reps: int = DEFAULT_REPS, bootstrap: str = "numpy",
-                 compare_phases: Sequence[str] | None = None) -> dict:
-    """The tables of `results` (gather's rows): {per_seed, per_phase, ledger, settings[, compare]}.
+                 compare_phases: Sequence[str] | None = None, damaged: Sequence[str] = ()) -> dict:
+    """The tables of `results` (gather's rows): {per_seed, per_phase, ledger, settings, damaged[, compare]}.
 
+    damaged: gather's notes, one line per damaged run file and what was done with the run.
     compare_phases: two phase labels (A, B) to add P(A > B) and Welch's test for, resolved through `names`.
     bootstrap: "numpy" or "rliable" (uncertainty.ENGINES); uncertainty.EngineUnavailable where rliable's
     library cannot be imported.
@@ -292,7 +331,8 @@ def build_report(results: pd.DataFrame, names: PhaseNames | None = None, *, thre
     names = names if names is not None else phase_names()
     report = {"per_seed": per_seed_table(results), "per_phase": per_phase_table(results),
               "ledger": ledger_table(results, threshold, ceiling, reps, bootstrap),
-              "settings": {"threshold": threshold, "ceiling": ceiling, "reps": reps, "bootstrap": bootstrap}}
+              "settings": {"threshold": threshold, "ceiling": ceiling, "reps": reps, "bootstrap": bootstrap},
+              "damaged": list(damaged)}
     if compare_phases:
         report["compare"] = compare(results, names, *compare_phases, reps=reps, engine=bootstrap)
     return report
@@ -301,14 +341,17 @@ def build_report(results: pd.DataFrame, names: PhaseNames | None = None, *, thre
 def stats_report(runs: str | os.PathLike | None = None, imports: Sequence[str | os.PathLike] = (), *,
                  threshold: float = DEFAULT_THRESHOLD, ceiling: float = DEFAULT_CEILING, reps: int = DEFAULT_REPS,
                  bootstrap: str = "numpy", compare_phases: Sequence[str] | None = None,
-                 phases_dir: str | os.PathLike | None = None) -> dict:
+                 phases_dir: str | os.PathLike | None = None, notes: list[str] | None = None) -> dict:
     """The report the command line prints, from plain arguments (the flags of the same names; compare_phases is
-    --compare A B, phases_dir another phases/ folder): gather, then build_report. Raises AnalysisError on bad
-    input, as the command line reports it."""
+    --compare A B, phases_dir another phases/ folder): gather, then build_report, plus report["damaged"]: one
+    line per damaged run file and what was done with the run (the command line prints them as warnings).
+    notes: a list that gets those lines too, also when AnalysisError is raised (bad input, as the command line
+    reports it)."""
     names = phase_names(phases_dir)
-    results = gather(runs, imports, names)
+    notes = notes if notes is not None else []
+    results = gather(runs, imports, names, notes)
     return build_report(results, names, threshold=threshold, ceiling=ceiling, reps=reps, bootstrap=bootstrap,
-                        compare_phases=compare_phases)
+                        compare_phases=compare_phases, damaged=notes)
 
 
 # ---- output ----------------------------------------------------------------------------------------------------
@@ -471,11 +514,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--reps must be at least 1")
     from analysis.uncertainty import EngineUnavailable
 
+    notes: list[str] = []
     try:
         try:
             report = stats_report(args.runs, args.imports, threshold=args.threshold, ceiling=args.ceiling,
                                   reps=args.reps, bootstrap=args.bootstrap, compare_phases=args.compare,
-                                  phases_dir=args.phases_dir)
+                                  phases_dir=args.phases_dir, notes=notes)
         except EngineUnavailable as e:  # --bootstrap rliable where rliable.library cannot be imported
             raise AnalysisError(f"--bootstrap rliable: {e}") from None
         if args.out:
@@ -484,8 +528,12 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as e:
                 raise AnalysisError(f"--out {args.out}: cannot write: {e.strerror or e}") from None
     except AnalysisError as e:
+        for note in notes:
+            warn(note)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for note in notes:
+        warn(note)
     for w in report.get("compare", {}).get("warnings", []):
         warn(w)
     text = {"md": render_markdown, "csv": render_csv, "json": render_json}[args.format](report)

@@ -1,6 +1,12 @@
 """Benchmarks: JSON lines of updates/s, planner decisions/s, env steps/s, compile times and peak memory.
 
   python -m experiments.bench --size 5 --seeds 1 5 --num-samples 512 --envs 1 16 [--out bench.jsonl]
+  python -m experiments.bench --phase demo --seeds 1 5 [--set key=value ...] [--rounds 100] [--out ...]
+
+The second form times the training loop itself on a phase's config (`loop` records): ms per agent step end to
+end, split into env stepping, the loop's jitted calls, standalone planning calls and the loop's own Python,
+beside the compute alone (one planning call, one round of updates, timed in isolation), the fixed cost of a
+call (the calls' time minus that compute), and evaluation and logging amortised over their frequencies.
 
 Each measurement is one JSON object per line (stdout, and appended to --out). Timings exclude compilation
 (reported separately), synchronise with block_until_ready, and take the median of --repeats timed calls.
@@ -110,6 +116,81 @@ def bench_envs(args, num_envs: int) -> dict:
             "agent_steps_per_s": args.env_steps * num_envs / dt, "env_steps_per_s": 2 * args.env_steps * num_envs / dt}
 
 
+def _median_ms(fn, repeats: int) -> float:
+    return 1e3 * _time(fn, repeats)[1]
+
+
+def bench_loop(args, num_seeds: int) -> dict:
+    """The trainer's own loop on a phase's config: warm-up rounds (exploration, the seeding burst, compilation),
+    then --rounds timed rounds with nothing else in between."""
+    import tempfile
+    from dataclasses import replace
+
+    from experiments.launch import cli_overrides
+    from experiments.phases import resolve
+    from tdmpc_glass import acting, agent
+    from tdmpc_glass.planner import PlanSettings
+    from tdmpc_glass.train import Trainer
+
+    cfg = resolve(args.phase, args.variant, cli_overrides(args)).cfg
+    with tempfile.TemporaryDirectory() as root:
+        trainer = Trainer(cfg, list(range(1, num_seeds + 1)), [f"{root}/seed{s}" for s in range(num_seeds)],
+                          progress=False)
+        try:
+            loop, _ = trainer.restore_or_init()
+            loop = replace(loop, prev_mean=jnp.zeros((num_seeds, trainer.E, cfg.horizon, trainer.act_dim)))
+            ticks = trainer.d.steps_per_env_per_round
+            warm = -(-trainer.d.expl_until_env_steps // (ticks * trainer.env_steps_per_tick)) + args.warmup_rounds
+            for _ in range(warm):
+                loop = trainer.collect_and_update(loop)
+            timings = getattr(trainer, "timings", None)  # absent in trainers that predate it
+            before = dict(timings or {})
+            t0 = time.perf_counter()
+            for _ in range(args.rounds):
+                loop = trainer.collect_and_update(loop)
+            jax.block_until_ready(loop.states)
+            wall = time.perf_counter() - t0
+            steps = args.rounds * ticks
+            record = {"bench": "loop", "phase": args.phase, "seeds": num_seeds, "envs": trainer.E,
+                      "updates_per_round": trainer.d.k_update, "agent_steps_per_round": ticks,
+                      "ms_per_agent_step": 1e3 * wall / steps,
+                      "seed_agent_steps_per_s": num_seeds * trainer.E * steps / wall}
+            if timings is not None:
+                split = {k: 1e3 * (timings[k] - before[k]) / steps for k in ("env", "device", "act")}
+                record.update({f"{k}_ms": v for k, v in split.items()})
+                record["python_ms"] = record["ms_per_agent_step"] - sum(split.values())
+
+            # compute alone, on the trained states: planning and updates each repeated inside one jitted call, so
+            # a call's fixed cost is spread over REPS and what remains is the computation itself
+            reps, states, obs = 20, loop.states, jnp.asarray(loop.obs)
+            settings = PlanSettings.from_config(cfg.planner, cfg.horizon, trainer.d.discount)
+
+            def plans(st, o, p):
+                one = lambda i: acting.act(st, o, p, i, settings, False, cfg.planner.mpc)[0]
+                return jax.lax.map(one, jnp.arange(reps))
+
+            plans = jax.jit(plans)
+            plan_ms = _median_ms(lambda: plans(states, obs, loop.prev_mean), args.repeats) / reps
+            h = agent.Hyper.from_config(cfg)
+            world_tx, policy_tx = agent.optimisers(cfg)
+            k = trainer.d.k_update * reps
+            update = jax.jit(jax.vmap(lambda st: agent.run_updates(st, 0, k, h, world_tx, policy_tx)))
+            update_ms = _median_ms(lambda: update(states), args.repeats) / (reps * ticks)
+            record.update(plan_compute_ms=plan_ms, update_compute_ms=update_ms)
+            if timings is not None:
+                calls_ms = record["device_ms"] + record["act_ms"]
+                record["fixed_call_ms"] = calls_ms - plan_ms - update_ms
+                record["loop_overhead_fraction"] = (record["ms_per_agent_step"] - record["env_ms"] - plan_ms
+                                                    - update_ms) / record["ms_per_agent_step"]
+            if args.eval:  # one evaluation after a warm one (eval_episodes x 2 policies x an episode each)
+                _, eval_s = _time(lambda: trainer.evaluate(states, 0), 1)
+                per_eval = cfg.train.eval_freq / trainer.env_steps_per_tick
+                record.update(eval_s=eval_s, eval_ms_per_agent_step=1e3 * eval_s / per_eval)
+        finally:
+            trainer.close()
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.splitlines()[0])
     p.add_argument("--task", default="hopper-hop")
@@ -126,7 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=["updates", "planner", "envs"], nargs="+",
                    default=["updates", "planner", "envs"])
     p.add_argument("--out", default=None, help="append JSON lines to this file too")
+    p.add_argument("--phase", default=None, help="time the training loop on this phase's config instead")
+    p.add_argument("--variant", default=None, help="with --phase: the variant")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --phase: a config override")
+    p.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)  # read by cli_overrides
+    p.add_argument("--rounds", type=int, default=100, help="with --phase: rounds timed")
+    p.add_argument("--warmup-rounds", type=int, default=10, help="with --phase: rounds after exploration before timing")
+    p.add_argument("--eval", action="store_true", help="with --phase: also time an evaluation (amortised)")
     args = p.parse_args(argv)
+    if args.phase:
+        for S in args.seeds:
+            _emit({**bench_loop(args, S), **_device_info()}, args.out)
+        return 0
     from tdmpc_glass.envs import task_spec, validate_task
     try:
         validate_task(args.task)
@@ -143,13 +235,16 @@ def main(argv: list[str] | None = None) -> int:
     if "envs" in args.only:
         jobs += [lambda E=E: bench_envs(args, E) for E in sorted({S * E for S in args.seeds for E in args.envs})]
     for job in jobs:
-        record = {**job(), **info, "peak_memory_bytes": _peak_memory_bytes()}
-        line = json.dumps(record)
-        print(line, flush=True)
-        if args.out:
-            with open(args.out, "a") as f:
-                f.write(line + "\n")
+        _emit({**job(), **info, "peak_memory_bytes": _peak_memory_bytes()}, args.out)
     return 0
+
+
+def _emit(record: dict, out) -> None:
+    line = json.dumps(record)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
 
 
 if __name__ == "__main__":

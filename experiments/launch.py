@@ -25,8 +25,8 @@ import yaml
 
 from experiments import sweep
 from experiments.phases import (
-    PhaseError, Resolved, all_phase_files, format_seeds, parse_seeds, read_phase,
-    resolve_variants,
+    PhaseError, Resolved, Units, all_phase_files, format_seeds, intrinsic_bonus_max, parse_seeds, read_phase,
+    resolve_variants, short_count, units,
 )
 from experiments.rundirs import LaunchError, check_run_dirs
 from tdmpc_glass import runlayout
@@ -98,9 +98,21 @@ def cmd_sweep(args) -> int:
     return sweep.exit_code(outcomes)
 
 
+def units_record(u: Units) -> dict:
+    """The update rate and schedule points of a config in both units (README "Units and the schedule")."""
+    return {
+        "action_repeat": u.action_repeat, "updates_per_round": u.updates_per_round,
+        "agent_steps_per_round": u.agent_steps_per_round, "updates_per_agent_step": u.updates_per_agent_step,
+        "updates_per_env_step": u.updates_per_env_step, "seed_updates": u.seed_updates,
+        "schedule_points": [{"key": key, "env_steps": env, "agent_steps": u.agent_steps(env)}
+                            for key, env in u.points],
+    }
+
+
 def describe_record(resolved: Resolved, seeds: list[int], root: Path) -> dict:
     from tdmpc_glass.envs import task_spec
     from tdmpc_glass.multitask import model_obs_dim
+    from tdmpc_glass.planner import mppi_iterations
     from tdmpc_glass.world_model import count_params
 
     env_obs_dim, act_dim = task_spec(resolved.cfg.task)
@@ -112,7 +124,37 @@ def describe_record(resolved: Resolved, seeds: list[int], root: Path) -> dict:
         "config": to_dict(resolved.cfg),
         "num_params": {k: int(v) for k, v in count_params(resolved.cfg, obs_dim, act_dim).items()},
         "run_dirs": [str(runlayout.run_dir(root, phase.dir_name, resolved.variant, s)) for s in seeds],
+        "units": units_record(units(resolved.cfg)),
+        "planner_iterations": mppi_iterations(resolved.cfg.planner.iterations, act_dim),
+        "intrinsic_bonus_max_per_episode": intrinsic_bonus_max(resolved.cfg),
     }
+
+
+def _points_text(u: Units, sep: str = ", ") -> str:
+    """'train.steps 8M (4M), train.expl_until 50k (25k)': env steps, agent steps in brackets."""
+    return sep.join(f"{key} {short_count(env)} ({short_count(u.agent_steps(env))})" for key, env in u.points)
+
+
+def describe_units_lines(record: dict) -> list[str]:
+    """The '# ...' lines of `describe` on update rate, schedule points, MPPI iterations and intrinsic bonus."""
+    u, cfg = record["units"], record["config"]
+    lines = [f"updates: {u['updates_per_round']} per round of {u['agent_steps_per_round']} agent steps "
+             f"({u['agent_steps_per_round'] * u['action_repeat']} env steps) = {u['updates_per_agent_step']:g} per "
+             f"agent step = {u['updates_per_env_step']:g} per env step (TD-MPC2: 1 per agent step); "
+             f"{u['seed_updates']:,} at once when the uniform-random phase ends",
+             f"schedule points in env steps (agent steps = env steps / {u['action_repeat']}): " + ", ".join(
+                 f"{p['key']} {p['env_steps']:,} ({p['agent_steps']:,.0f})" for p in u["schedule_points"])]
+    base = cfg["planner"]["iterations"]
+    extra = record["planner_iterations"] - base
+    lines.append(f"planner: {record['planner_iterations']} MPPI iterations (planner.iterations {base}"
+                 + (f" + {extra}: act_dim {record['act_dim']} >= 20)" if extra else ")"))
+    bonus = record["intrinsic_bonus_max_per_episode"]
+    if bonus is not None:
+        g, t = cfg["glass"], cfg["train"]
+        lines.append(f"intrinsic bonus: at most {g['intrinsic_coef']:g} x ln {g['num_clusters']} per env step x "
+                     f"{t['episode_length'] * t['action_repeat']} env steps = {bonus:.1f} per episode "
+                     f"(the research log's \"max bonus ~210\")")
+    return lines
 
 
 def cmd_describe(args) -> int:
@@ -128,6 +170,9 @@ def cmd_describe(args) -> int:
             print(f"# {line}")
         print(f"# task {record['task']}: obs_dim {record['obs_dim']}, act_dim {record['act_dim']}")
         print("# parameters: " + ", ".join(f"{k} {v:,}" for k, v in record["num_params"].items()))
+        for line in describe_units_lines(record):
+            for part in textwrap.wrap(line, width=110, subsequent_indent="    "):
+                print(f"# {part}")
         print(f"# run dirs (seeds {format_seeds(seeds)}):")
         for path in record["run_dirs"]:
             print(f"#   {path}")
@@ -140,21 +185,38 @@ def _first_line(text: str, width: int = 100) -> str:
     return line if len(line) <= width else line[: width - 3].rstrip() + "..."
 
 
+def _schedule_line(plans: list[Resolved], all_units: list[Units]) -> str:
+    """The schedule points of a phase's variants (once when they agree), env steps with agent steps in brackets."""
+    texts = [_points_text(u) for u in all_units]
+    if len(set(texts)) == 1:
+        return texts[0]
+    return "; ".join(f"{r.variant}: {text}" for r, text in zip(plans, texts))
+
+
 def cmd_list(args) -> int:
-    header = ("phase", "extends", "fair", "seeds", "variants", "description")
+    """One row per phase; under it, its schedule points in env steps (agent steps in brackets). upd/agent and
+    upd/env: updates per agent step and per env step, one value per variant."""
+    header = ("phase", "extends", "fair", "seeds", "variants", "upd/agent", "upd/env", "description")
     rows, broken = [], 0
     for path in all_phase_files():
         try:
             p = read_phase(path)
-            rows.append((p.name, p.extends or "-", "yes" if p.benchmark_fair else "NO", format_seeds(p.seeds),
-                         ",".join(p.variant_names()), _first_line(p.description)))
-        except PhaseError as e:
+            plans = resolve_variants(str(path))
+            all_units = [units(r.cfg) for r in plans]
+            rows.append(((p.name, p.extends or "-", "yes" if p.benchmark_fair else "NO", format_seeds(p.seeds),
+                          ",".join(p.variant_names()),
+                          ",".join(f"{u.updates_per_agent_step:g}" for u in all_units),
+                          ",".join(f"{u.updates_per_env_step:g}" for u in all_units),
+                          _first_line(p.description)), _schedule_line(plans, all_units)))
+        except (PhaseError, ConfigError) as e:
             print(f"error: {e}", file=sys.stderr)
-            rows.append((path.stem, "?", "?", "?", "?", "INVALID (tdmpc-glass validate)"))
+            rows.append(((path.stem, "?", "?", "?", "?", "?", "?", "INVALID (tdmpc-glass validate)"), ""))
             broken += 1
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header) - 1)]
-    for row in [header] + rows:
+    widths = [max(len(r[i]) for r in [header] + [row for row, _ in rows]) for i in range(len(header) - 1)]
+    for row, schedule in [(header, "")] + rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        if schedule:
+            print(f"    env steps (agent steps): {schedule}")
     return 2 if broken else 0
 
 

@@ -9,7 +9,7 @@ A phase file (phases/<name>.yaml, or any .yaml path given on the command line):
     seeds: 1-5                   # default seeds
     aliases: [phasez]            # other names results of this phase were filed under
     overrides: {planner.num_samples: 512}      # dotted keys of tdmpc_glass.config.Config
-    variants: {k64: {train.k_update: 64}}      # optional named variants, each a dict of overrides
+    variants: {k64: {train.k_update: 25}}      # optional named variants, each a dict of overrides
 
 Resolution order: the root ancestor's overrides, then each descendant's down to the phase, then the variant's,
 then the command line's. Variants are not inherited. A parent is looked up next to the child file first,
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-from tdmpc_glass.config import Config, ConfigError, build_config, flatten
+from tdmpc_glass.config import Config, ConfigError, build_config, derive, flatten, to_dict
 from tdmpc_glass.runlayout import DEFAULT_VARIANT  # a phase without variants runs as this one
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -306,6 +307,63 @@ def resolve_variants(name_or_path: str, variant: str | None = None, cli_override
     phase = lineage(name_or_path, phases_dir)[-1]
     names = [variant] if variant is not None else phase.variant_names()
     return [resolve(name_or_path, name, cli_overrides, phases_dir) for name in names]
+
+
+# ---- units: the research log counts agent steps, a phase file env (simulator) steps ------------------------------
+# (README "Units and the schedule"): `list` and `describe` print a phase's update rate and schedule in both.
+
+# dotted config keys whose values are env-step points of a phase's schedule (lists: several points)
+STEP_KEYS = ("train.steps", "train.expl_until", "schedule.action_noise_anneal_env_steps",
+             "schedule.action_smooth_from", "schedule.q_reset_at", "schedule.perturb_at", "schedule.restart_check_at",
+             "glass.off_after", "glass.intrinsic_decay_until", "shaping.soft_stand_decay_until")
+
+
+@dataclass(frozen=True)
+class Units:
+    """A resolved config's update rate and schedule in both units (env step = agent step x action_repeat)."""
+
+    action_repeat: int
+    updates_per_round: int  # K_UPDATE
+    agent_steps_per_round: int  # collect_steps, over a seed's envs
+    seed_updates: int  # the burst when the uniform-random phase ends
+    points: tuple[tuple[str, int], ...]  # (dotted key, env step) of every schedule point that is set
+
+    @property
+    def updates_per_agent_step(self) -> float:
+        return self.updates_per_round / self.agent_steps_per_round
+
+    @property
+    def updates_per_env_step(self) -> float:
+        return self.updates_per_agent_step / self.action_repeat
+
+    def agent_steps(self, env_steps: int) -> float:
+        return env_steps / self.action_repeat
+
+
+def units(cfg: Config) -> Units:
+    d, flat = derive(cfg), flatten(to_dict(cfg))
+    points = []
+    for key in STEP_KEYS:
+        value = d.expl_until_env_steps if key == "train.expl_until" else flat[key]
+        points += [(key, int(v)) for v in (value if isinstance(value, list) else [value]) if v]  # None, 0: unset
+    return Units(cfg.train.action_repeat, d.k_update, d.collect_steps, d.seed_updates, tuple(points))
+
+
+def intrinsic_bonus_max(cfg: Config) -> float | None:
+    """The most intrinsic reward one training episode can collect (phases P, Pa): coef x ln K per env step, over
+    the episode's env steps (research log: "max bonus ~210" for 0.1 x ln 8 x 1000); None without the bonus."""
+    g, t = cfg.glass, cfg.train
+    if not (g.enabled and g.intrinsic_coef > 0):
+        return None
+    return g.intrinsic_coef * math.log(g.num_clusters) * t.episode_length * t.action_repeat
+
+
+def short_count(n: float) -> str:
+    """8000000 -> '8M', 50000 -> '50k', 3250000 -> '3.25M', 0.125 -> '0.125'."""
+    for suffix, size in (("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:g}{suffix}"
+    return f"{n:g}"
 
 
 def all_phase_files(phases_dir: Path = PHASES_DIR) -> list[Path]:

@@ -1,12 +1,17 @@
 """Run directories as the launcher and its sweep backends use them: the config record of a run, the check that
-a run dir may be (re)used for a config, writing that record, and the launcher's one error type.
+a run dir may be (re)used for a config, writing that record, the launcher's one error type, and JAX's set-up
+before training (the platform where no GPU is visible, the compilation cache).
 
 Imported by both experiments.sweep (whose workers check and write run dirs) and experiments.launch; it imports
 neither. Paths, file names and the atomic write come from tdmpc_glass.runlayout.
 """
 from __future__ import annotations
 
+import ctypes
+import importlib.metadata
 import os
+import re
+import sys
 from pathlib import Path
 
 import yaml
@@ -75,8 +80,63 @@ def write_run_config(path: Path, record: dict) -> None:
 
 
 def enable_compilation_cache() -> None:
-    """Reuse compiled XLA programs across runs of the same shapes (minutes of compilation on a CPU)."""
+    """Before training starts JAX: choose_platform(), then reuse compiled XLA programs across runs of the same
+    shapes (minutes of compilation on a CPU)."""
+    choose_platform()
     import jax
 
     cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(Path.home() / ".cache" / "tdmpc-glass" / "jax")
     jax.config.update("jax_compilation_cache_dir", cache)
+
+
+_CUDA_PLUGIN = re.compile(r"^jax[-_]cuda\d+[-_](pjrt|plugin)$")
+
+
+def cuda_plugin() -> str | None:
+    """The installed distribution of JAX's CUDA plugin (what `.[gpu]` installs, e.g. jax-cuda12-pjrt); None."""
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if _CUDA_PLUGIN.match(name):
+            return name
+    return None
+
+
+def visible_gpus() -> int | None:
+    """NVIDIA GPUs the CUDA driver shows this process (0 without a driver or with CUDA_VISIBLE_DEVICES hiding
+    them all); None when the driver cannot be asked."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0  # no NVIDIA driver
+    try:
+        if cuda.cuInit(0) != 0:
+            return 0  # e.g. CUDA_ERROR_NO_DEVICE
+        count = ctypes.c_int(0)
+        if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return None
+        return int(count.value)
+    except (AttributeError, OSError):
+        return None
+
+
+def choose_platform() -> None:
+    """Where JAX's CUDA plugin is installed but no GPU is visible, JAX prints a long warning (or, asked for
+    cuda, a traceback) when it starts. Say it in one line instead: with JAX_PLATFORMS unset, note that training
+    runs on the CPU and set JAX_PLATFORMS=cpu for this process; with JAX_PLATFORMS asking for cuda/gpu, raise
+    LaunchError naming the fix. Nothing happens where a GPU is visible, the plugin is absent, or JAX_PLATFORMS
+    names other platforms (the user's choice)."""
+    asked = os.environ.get("JAX_PLATFORMS", "").strip().lower()
+    wants_gpu = bool({"cuda", "gpu"} & {p.strip() for p in asked.split(",")})
+    if asked and not wants_gpu:
+        return
+    plugin = cuda_plugin()
+    if plugin is None or visible_gpus() != 0:
+        return
+    if wants_gpu:
+        raise LaunchError(f"JAX_PLATFORMS={asked} but no GPU is visible here (no NVIDIA driver, or "
+                          f"CUDA_VISIBLE_DEVICES hides them): run where one is, or set JAX_PLATFORMS=cpu")
+    print(f"note: no GPU is visible here though JAX's CUDA plugin ({plugin}, the .[gpu] extra) is installed: "
+          f"training on the CPU (set JAX_PLATFORMS=cpu to say so and skip this check)", file=sys.stderr, flush=True)
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    if "jax" in sys.modules:  # imported already: JAX read the variable then, but starts no backend before use
+        sys.modules["jax"].config.update("jax_platforms", "cpu")

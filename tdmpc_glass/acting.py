@@ -12,13 +12,15 @@ from .planner import PlanSettings, plan_batch, policy_act_batch
 
 
 def act(states: agent.AgentState, obs, prev_mean, counter, settings: PlanSettings, eval_mode: bool,
-        use_planner: bool):
+        use_planner: bool, noise_keys=None):
     """obs (S, E, obs_dim), prev_mean (S, E, H, A) the previous MPPI means, counter the caller's step index
     (drawn into each seed's ACT or EVAL key stream) -> actions (S, E, A) in [-1, 1], the new prev_mean.
 
-    use_planner: MPPI; else the policy prior (its mean in eval mode, a sample otherwise)."""
+    use_planner: MPPI; else the policy prior (its mean in eval mode, a sample otherwise).
+    noise_keys: (S, 2) base keys of the acting noise (streams.planner); None: each seed's own key."""
     purpose = agent.EVAL if eval_mode else agent.ACT
-    keys = jax.vmap(lambda k: jax.random.split(agent.stream(k, purpose, counter), obs.shape[1]))(states.key)
+    base = states.key if noise_keys is None else noise_keys
+    keys = jax.vmap(lambda k: jax.random.split(agent.stream(k, purpose, counter), obs.shape[1]))(base)
     if use_planner:
         return plan_batch(states.world, states.policy, obs, prev_mean, keys, settings, eval_mode)
     return policy_act_batch(states.policy, states.world, obs, keys, eval_mode), prev_mean

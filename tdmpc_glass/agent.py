@@ -54,12 +54,14 @@ class Hyper(NamedTuple):
     q_scale_tau: float
     enc_lr_scale: float
     glass: Optional[glass_lib.GlassLossConfig] = None  # None: no Glass term in the loss
+    action_repeat: int = 1  # simulator steps per agent step: the intrinsic bonus is paid on each of them
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Hyper":
         o = cfg.optim
         return cls(cfg.horizon, o.batch_size, o.rho, derive(cfg).discount, o.consistency_coef, o.reward_coef,
-                   o.value_coef, o.entropy_coef, o.tau, o.q_scale_tau, o.enc_lr_scale, glass_settings(cfg))
+                   o.value_coef, o.entropy_coef, o.tau, o.q_scale_tau, o.enc_lr_scale, glass_settings(cfg),
+                   action_repeat=cfg.train.action_repeat)
 
 
 def glass_settings(cfg: Config) -> Optional[glass_lib.GlassLossConfig]:
@@ -120,8 +122,9 @@ def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.
 
     intrinsic_coef: traced scalar, used only when h.glass.intrinsic (phases P / Pa): the reward targets of this
     update (reward loss AND TD targets, so the planner's predicted rewards and its terminal Q stay one objective)
-    become r + intrinsic_coef * H(c(z_{t+1}) @ S), with z_{t+1} the stop-gradient online latent of the stored
-    o_{t+1}. Computed here from the current Glass parameters, never written into the buffer.
+    become r + h.action_repeat * intrinsic_coef * H(c(z_{t+1}) @ S) (the bonus is per simulator step, like the
+    research log's "max bonus ~210" = 0.1 ln 8 x 1000 env steps), with z_{t+1} the stop-gradient online latent
+    of the stored o_{t+1}. Computed here from the current Glass parameters, never written into the buffer.
     """
     k_target_pi, k_target_q, k_dropout = jax.random.split(key, 3)
     weights = _rho_weights(h.horizon, h.rho)
@@ -134,7 +137,7 @@ def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.
             raise ValueError("world_loss: glass.intrinsic_coef > 0 needs the round's intrinsic_coef "
                              "(agent.intrinsic_coefficient(cfg, env_step))")
         params = jax.lax.stop_gradient(world.glass)
-        bonus = intrinsic_coef * glass_lib.cluster_entropy(next_z, params.mu,
+        bonus = h.action_repeat * intrinsic_coef * glass_lib.cluster_entropy(next_z, params.mu,
                                                           glass_lib.cluster_matrix(params.assign_logits),
                                                           world.tau_p)  # (H, B)
         reward = reward + bonus
@@ -163,10 +166,14 @@ def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.
     terms = {"consistency_loss": consistency, "reward_loss": reward_loss, "value_loss": value_loss,
              **intrinsic_terms}
     if h.glass is not None and world.glass is not None:
-        # Glass acts on encoder latents of the real consecutive observations of each slice: (H+1, B, d)
-        contact = (glass_lib.contact_labels(batch.obs, h.glass.contact_index, h.glass.contact_threshold)
-                   if h.glass.lambda_contrast > 0 else None)  # (H+1, B) contact-pattern ids (10.3)
-        glass_total, info = glass_lib.glass_losses(world.glass, world.encode(batch.obs), h.glass, contact)
+        # Glass acts on encoder latents of the real consecutive observations of each slice: (L, B, d), the TD
+        # batch's own slices (L = H+1) or, when glass.slice_len / the window asks for more, its own longer ones
+        glass_obs = batch.obs if batch.glass_obs is None else batch.glass_obs
+        contact = (glass_lib.contact_labels(glass_obs, h.glass.contact_index, h.glass.contact_threshold,
+                                            h.glass.contrast_label == "binary")
+                   if h.glass.lambda_contrast > 0 else None)  # (L, B) contact ids (10.3)
+        glass_total, info = glass_lib.glass_losses(world.glass, world.core(world.encode(glass_obs)), h.glass,
+                                                   contact, batch.glass_episode)
         total = total + glass_total
         terms.update({("glass_loss" if k == "total" else k): v for k, v in info.items()})
     terms["total_loss"] = total
@@ -220,6 +227,21 @@ def update(state: AgentState, batch: replay.Batch, key, h: Hyper, world_tx, poli
     return new_state, metrics
 
 
+def glass_batch(buf: replay.Buffer, batch: replay.Batch, k_sample, h: Hyper) -> replay.Batch:
+    """What the Glass terms read beyond the TD batch, added to it (unchanged when nothing more is needed):
+    glass_obs, a second batch of B slices of glass.slice_len frames drawn with its own key when that length is
+    not H+1 (10.2's windows of 5-10 frames); glass_episode, the episode of each Glass slice, for
+    glass.contrast_pairs "episode" (10.3). Nothing is drawn otherwise, so the default update is unchanged."""
+    length = h.glass.slice_frames(h.horizon)
+    glass_obs, key, span = None, k_sample, h.horizon
+    if length != h.horizon + 1:
+        key, span = jax.random.fold_in(k_sample, 1), length - 1
+        glass_obs = replay.sample(buf, key, h.batch_size, span).obs
+    episodes = (replay.slice_episodes(buf, key, h.batch_size, span) if h.glass.lambda_contrast > 0
+                and h.glass.contrast_pairs == "episode" else None)
+    return batch._replace(glass_obs=glass_obs, glass_episode=episodes)
+
+
 def params_finite(state: AgentState):
     leaves = jax.tree.leaves((state.world, state.policy))
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
@@ -234,6 +256,8 @@ def run_updates(state: AgentState, first_update, num_updates: int, h: Hyper, wor
         key = stream(state.key, UPDATE, update_index)
         k_sample, k_update = jax.random.split(key)
         batch = replay.sample(state.buffer, k_sample, h.batch_size, h.horizon)
+        if h.glass is not None:
+            batch = glass_batch(state.buffer, batch, k_sample, h)
         return update(state, batch, k_update, h, world_tx, policy_tx, intrinsic_coef, smooth_coef)
 
     state, metrics = jax.lax.scan(body, state, first_update + jnp.arange(num_updates))

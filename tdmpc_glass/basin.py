@@ -3,8 +3,9 @@
 `interventions.BasinCheck` decides, from the batch's latest train.csv row in memory, which seeds are stuck;
 they leave their batch with status `restarting` while the others go on. When the batch ends, this driver
 moves each restarted run's earlier files to run_dir/restarts/attempt<k>/ and trains the restarted seeds
-from scratch as their own batch: step counter from 0, seed + restart_seed_offset * attempt for init and
-exploration, the same config (so the same check again while restarts remain). Batches run in order of
+from scratch as their own batch: step counter from 0, fresh networks from the same init stream, a new
+exploration stream (seed + restart_seed_offset * attempt; the log reseeds exploration only), the same config
+(so the same check again while restarts remain). Batches run in order of
 attempt; a killed run resumes each from its checkpoints, whose meta holds the attempt.
 """
 from __future__ import annotations

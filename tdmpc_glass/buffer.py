@@ -9,7 +9,7 @@ It stays inside one episode iff pos[t+H] >= H, and it must lie wholly inside the
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,9 @@ class Batch(NamedTuple):
     obs: jax.Array  # (H+1, B, obs_dim)
     action: jax.Array  # (H, B, act_dim)
     reward: jax.Array  # (H, B)
+    # What only the Glass terms read, None (no pytree leaves) unless a Glass setting asks for it:
+    glass_obs: Optional[jax.Array] = None  # (L, B, obs_dim) a second batch of longer slices (glass.slice_len)
+    glass_episode: Optional[jax.Array] = None  # (B, 2) int32 episode id of each Glass slice (slice_episodes)
 
 
 def empty(capacity: int, num_envs: int, obs_dim: int, act_dim: int) -> Buffer:
@@ -60,10 +63,28 @@ def _valid(buf: Buffer, start, env, horizon: int):
 
 
 def sample(buf: Buffer, key, batch_size: int, horizon: int) -> Batch:
-    """Uniform over valid slices (rejection sampling; about H / episode_length of draws are redrawn).
+    """Uniform over valid slices of H+1 rows (rejection sampling; about H / episode_length of draws are redrawn).
 
-    Needs at least one valid slice per env stored (true after the first H+1 rows of an episode).
+    Needs at least one valid slice per env stored (true after the first H+1 rows of an episode). A longer
+    `horizon` gives longer slices (the Glass terms' own batch, glass.slice_len = horizon + 1).
     """
+    slots = buf.obs.shape[0]
+    env, start = _draw_slices(buf, key, batch_size, horizon)
+    rows = (start[None, :] + jnp.arange(horizon + 1)[:, None]) % slots  # (H+1, B)
+    return Batch(obs=buf.obs[rows, env], action=buf.action[rows[1:], env], reward=buf.reward[rows[1:], env])
+
+
+def slice_episodes(buf: Buffer, key, batch_size: int, horizon: int):
+    """Episode id (B, 2) int32 of each slice `sample(buf, key, batch_size, horizon)` draws with the same key:
+    [env, linear row of the episode's reset row]. Two slices come from one episode iff their ids are equal."""
+    slots = buf.obs.shape[0]
+    env, start = _draw_slices(buf, key, batch_size, horizon)
+    first_row = start - buf.pos[start % slots, env]
+    return jnp.stack([env, first_row], axis=-1).astype(jnp.int32)
+
+
+def _draw_slices(buf: Buffer, key, batch_size: int, horizon: int):
+    """(env (B,), linear start row (B,)) of B valid slices of H+1 rows, uniform over the valid starts."""
     slots, num_envs = buf.obs.shape[:2]
     oldest = jnp.maximum(buf.count - slots, 0)
     span = buf.count - horizon - oldest  # number of candidate starts per env
@@ -88,6 +109,4 @@ def sample(buf: Buffer, key, batch_size: int, horizon: int) -> Batch:
     _, env, start, _, _ = jax.lax.while_loop(
         lambda c: ~c[3] & (c[4] < 1000), redraw_invalid,
         (key, env, start, _valid(buf, start, env, horizon).all(), 0))
-
-    rows = (start[None, :] + jnp.arange(horizon + 1)[:, None]) % slots  # (H+1, B)
-    return Batch(obs=buf.obs[rows, env], action=buf.action[rows[1:], env], reward=buf.reward[rows[1:], env])
+    return env, start

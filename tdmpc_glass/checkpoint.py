@@ -1,7 +1,9 @@
 """Per-seed checkpoints: one .npz holding every array leaf of a seed's AgentState plus a JSON meta record.
 
 Written to a temp file and renamed, so a kill at any moment leaves either the old or the new file; the last
-`keep` checkpoints are kept. Loading checks the leaf count, shapes and dtypes against a template state.
+`keep` checkpoints are kept. A write that fails (a full disk: runlayout.DiskFullError) removes its temp file
+and keeps every older checkpoint. Loading checks the leaf count, shapes and dtypes against a template state;
+a file that cannot be read at all raises DamagedCheckpointError (resume.py then falls back to the one before).
 """
 from __future__ import annotations
 
@@ -12,11 +14,18 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from . import runlayout
+
 PREFIX, SUFFIX = "step_", ".npz"
+TMP_SUFFIX = ".tmp"
 
 
-class CheckpointError(ValueError):
-    pass
+class CheckpointError(runlayout.RunFileError):
+    """A checkpoint that cannot be resumed here: one line naming the file."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint file that cannot be read (truncated, corrupted bytes): not a config mismatch."""
 
 
 def path_for(ckpt_dir: Path, env_step: int) -> Path:
@@ -32,17 +41,25 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
 
 def save(ckpt_dir: Path, env_step: int, state_leaves: list[np.ndarray], meta: dict, keep: int = 2) -> Path:
     ckpt_dir = Path(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = path_for(ckpt_dir, env_step)
-    tmp = final.with_name(final.name + ".tmp")
+    tmp = final.with_name(final.name + TMP_SUFFIX)
     arrays = {f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(state_leaves)}
-    with open(tmp, "wb") as f:
-        np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException as e:  # nothing half-written stays; the older checkpoints are untouched
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise runlayout.disk_full(e, final) from None
+        raise
     for old in list_checkpoints(ckpt_dir)[:-keep]:
         old.unlink(missing_ok=True)
+    for stale in ckpt_dir.glob(f"{PREFIX}*{SUFFIX}{TMP_SUFFIX}"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
     return final
 
 
@@ -63,8 +80,9 @@ def load(path: Path, template) -> tuple[object, dict]:
                     raise CheckpointError(f"incompatible checkpoint {path}: array {i} is {got.dtype}{list(got.shape)}, "
                                           f"the config needs {want.dtype}{list(want.shape)}")
                 restored.append(got)
-    except (OSError, ValueError, KeyError) as e:
-        if isinstance(e, CheckpointError):
-            raise
-        raise CheckpointError(f"unreadable checkpoint {path}: {e}") from None
+    except CheckpointError:
+        raise
+    except Exception as e:  # zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError ...
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise DamagedCheckpointError(f"unreadable checkpoint {path}: {type(e).__name__}: {first}") from None
     return jax.tree.unflatten(treedef, restored), meta

@@ -95,6 +95,21 @@ class TrainConfig:
 
 
 @dataclass
+class StreamsConfig:
+    """The random streams of a run, each settable on its own so a phase can vary one and hold the others
+    (research log 9.3: initialisation, exploration and planner noise). None: the run's seed (the default: one
+    seed drives all three, as before these keys existed); an int: that seed for every run of the phase.
+    init: network initialisation and the update's randomness (batch sampling, dropout, target heads).
+    explore: uniform exploration actions, training episodes' resets, executed-action noise, multi-task draws;
+      a basin restart reseeds this stream only (seed + restart_seed_offset * attempt).
+    planner: the planner's sampling noise and the policy prior's samples while acting in training."""
+
+    init: Optional[int] = None
+    explore: Optional[int] = None
+    planner: Optional[int] = None
+
+
+@dataclass
 class GlassConfig:
     """Glass (research log section 2; tdmpc_glass/glass.py): every `glass.*` key, declared here once. The jitted
     loss closes over these same fields (`glass.GlassLossConfig` extends this class by the two values the task
@@ -107,13 +122,31 @@ class GlassConfig:
     balance: "kl" (prototype-balance KL on the mean assignment), "sinkhorn" (swapped prediction between z_t and
         z_{t+1} with Sinkhorn equipartition targets replaces the prototype-balance term) or "none";
         cluster_balance toggles the cluster-balance term.
-    window: frames per window of the window-consistency loss and of the window-MI diagnostic (clamped to the
-        slice length for the diagnostic when lambda_window == 0).
+    window: W of the window-consistency loss (10.2) and of the window-MI diagnostic (clamped to the slice length
+        for the diagnostic). window_form "mi": windows of W frames t..t+W-1, loss H(mean c) - mean H(c) (the mutual
+        information between time index and anchor); "average": the log's formula read literally, W+1 frames
+        t..t+W and both sums divided by W: H(1/W sum c) - 1/W sum H(c) = (W+1)/W MI(W+1 frames) - (W+1)/W
+        log((W+1)/W), the same gradients as "mi" over W+1 frames scaled by (W+1)/W.
+    slice_len: frames per slice the Glass terms see. None: horizon + 1 (the TD batch's slices themselves, today's
+        path), or the window's frames when lambda_window > 0 needs more; then the update samples a second batch of
+        longer slices (inside episodes) for the Glass terms only, so W is independent of the TD horizon.
+    contrast_sim / contrast_label / contrast_pairs (10.3): "cosine" of the assignment vectors or the log's "dot"
+        product c.c'; "pattern" = toe + 2 heel contact classes or the log's "binary" foot-on-ground (any touch
+        sensor in contact); "label" = positives are same-label frames anywhere in the batch, negatives the
+        different-label ones, or the log's "episode" = positives are same-label frames of the same slice
+        (consecutive frames of one episode), negatives are frames with another label or from another episode.
+    active_rule: what makes a prototype (cluster) active in the active_prototypes (active_clusters) diagnostic,
+        which basin restart (10.6) reads: "argmax" = it is the nearest anchor (K label) of more than
+        active_threshold of the batch's latents (default half a share, 1/(2N)); "soft" = its mean soft assignment
+        exceeds the threshold (with tau_p = 0.2 near-uniform until the anchors spread: counts all N at init).
     """
 
     CHOICES: ClassVar[dict] = {"graph": ("rownorm_sym", "counts_sym", "flow"),
                                "graph_grad": ("full", "prototypes", "none"),
-                               "se_objective": ("h2", "neg_resistance"), "balance": ("kl", "sinkhorn", "none")}
+                               "se_objective": ("h2", "neg_resistance"), "balance": ("kl", "sinkhorn", "none"),
+                               "window_form": ("mi", "average"), "contrast_sim": ("cosine", "dot"),
+                               "contrast_label": ("pattern", "binary"), "contrast_pairs": ("label", "episode"),
+                               "active_rule": ("argmax", "soft")}
 
     enabled: bool = False
     num_prototypes: int = 16  # N anchors
@@ -131,14 +164,20 @@ class GlassConfig:
     cluster_balance: bool = True
     lambda_temp: float = 1e-4
     lambda_window: float = 0.0  # window-consistency loss (10.2)
-    window: int = 4  # frames per window; with lambda_window > 0 at most horizon + 1 (a sampled slice's length)
+    window: int = 4  # W: frames per window (window_form mi) or W+1 frames (average)
+    window_form: str = "mi"  # mi (mutual information over W frames) | average (the log's formula, W+1 frames)
+    slice_len: Optional[int] = None  # frames per Glass slice; None: horizon + 1, longer if the window needs it
     lambda_row_entropy: float = 0.0  # pushes rows of S to one-hot (trap 3)
     active_threshold: Optional[float] = None  # usage above which a prototype / cluster is active; None: half a share
+    active_rule: str = "argmax"  # argmax (share of latents whose nearest anchor it is) | soft (mean soft usage)
     moe_q: bool = False  # K Q-offsets in two-hot space routed by cluster membership (10.5)
     kmeans_init: bool = False  # spherical k-means of buffer latents -> prototypes when seeding ends (10.7)
     off_after: Optional[int] = None  # env step after which the Glass loss is off (phase o)
     lambda_contrast: float = 0.0  # phase-contrastive NT-Xent on assignments, positives by contact state (10.3)
     contrast_tau: float = 0.1
+    contrast_sim: str = "cosine"  # cosine | dot (the log's c.c')
+    contrast_label: str = "pattern"  # pattern (toe + 2 heel, 4 classes) | binary (foot on ground, the log's)
+    contrast_pairs: str = "label"  # label (positives anywhere in the batch) | episode (the log's negatives)
     cluster_input: bool = False  # soft cluster distribution as extra input to pi and Q (phase v)
     intrinsic_coef: float = 0.0  # cluster-entropy intrinsic reward (P, Pa); never in evaluation returns
     intrinsic_decay_until: Optional[int] = None  # env step where the coefficient has decayed linearly to 0 (Pa)
@@ -163,9 +202,23 @@ class GlassConfig:
                 raise ValueError(f"glass.{key}: must be >= 0, got {getattr(self, key)}")
         if self.window < 1:
             raise ValueError(f"glass.window: must be >= 1, got {self.window}")
+        if self.slice_len is not None and self.slice_len < 2:
+            raise ValueError(f"glass.slice_len: must be null or >= 2 frames, got {self.slice_len}")
         if self.intrinsic_decay_until is not None and self.intrinsic_decay_until < 1:
             raise ValueError(f"glass.intrinsic_decay_until: must be null or >= 1 env step, "
                              f"got {self.intrinsic_decay_until}")
+
+    def window_frames(self) -> int:
+        """Frames one window of the window-consistency loss spans: W ("mi") or W + 1 ("average")."""
+        return self.window + (1 if self.window_form == "average" else 0)
+
+    def slice_frames(self, horizon: int) -> int:
+        """Frames per slice of the Glass terms: slice_len, or horizon + 1 grown to the window's frames when the
+        window loss is on. Equal to horizon + 1: Glass reads the TD batch itself (no second batch)."""
+        if self.slice_len is not None:
+            return self.slice_len
+        need = self.window_frames() if self.lambda_window > 0 else 0
+        return max(horizon + 1, need)
 
 
 @dataclass
@@ -190,8 +243,8 @@ class ScheduleConfig:
     perturb_target: str = "all"  # all | world | policy
     # basin detection and restart (10.6; needs Glass): after the round reaching restart_check_at, a seed whose
     # active_prototypes (latest train.csv row) are below restart_min_active leaves its batch and, when the batch
-    # ends, restarts from scratch (step 0, empty buffer) with seed + restart_seed_offset * attempt for its init and
-    # exploration, at most restart_max times; earlier attempts move to seed<k>/restarts/ (train.train)
+    # ends, restarts from scratch (step 0, empty buffer, fresh networks from its init stream) with exploration seed
+    # seed + restart_seed_offset * attempt, at most restart_max times; earlier attempts move to seed<k>/restarts/
     restart_check_at: Optional[int] = None
     restart_min_active: int = 4
     restart_max: int = 3
@@ -218,6 +271,9 @@ class MultitaskConfig:
     target_usage: List[float] = field(default_factory=list)  # u*; empty: uniform
     eta: float = 0.0  # 0: fixed sampling at target_usage
     usage_rate: float = 0.1  # u: exponential moving average of each episode's task shares, at this rate
+    # task-specific heads (10.8's mitigation): the reward and every Q head get one output layer per task, picked
+    # by the task one-hot the observation carries; encoder, dynamics, policy prior and Glass stay shared
+    task_heads: bool = False
 
 
 @dataclass
@@ -232,6 +288,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     shaping: ShapingConfig = field(default_factory=ShapingConfig)
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
 
 
 @dataclass(frozen=True)
@@ -284,6 +341,10 @@ def check(cfg: Config) -> None:
         raise ValueError(f"model.num_bins: need at least 2 bins, got {m.num_bins}")
     if m.vmin >= m.vmax:
         raise ValueError(f"model.vmin: must be below model.vmax ({m.vmin} >= {m.vmax})")
+    for name in ("init", "explore", "planner"):
+        value = getattr(cfg.streams, name)
+        if value is not None and value < 0:
+            raise ValueError(f"streams.{name}: a seed must be >= 0, got {value}")
     d = derive(cfg)
     if d.latent_dim % m.simnorm_dim:
         raise ValueError(f"model.latent_dim: {d.latent_dim} is not a multiple of model.simnorm_dim={m.simnorm_dim}")
@@ -325,9 +386,13 @@ def _check_glass(cfg: Config) -> None:
     vanilla), so only the keys' own ranges are checked then."""
     g = cfg.glass
     g.validate()
-    if g.lambda_window > 0 and g.window > cfg.horizon + 1:
-        raise ValueError(f"glass.window: {g.window} must be in [1, horizon + 1 = {cfg.horizon + 1}] "
-                         "(windows lie inside one sampled slice)")
+    frames = g.slice_frames(cfg.horizon)
+    if g.lambda_window > 0 and g.window_frames() > frames:
+        raise ValueError(f"glass.window: {g.window} ({g.window_form}: {g.window_frames()} frames) does not fit in "
+                         f"glass.slice_len = {frames} frames (windows lie inside one Glass slice)")
+    if frames > cfg.train.episode_length:
+        raise ValueError(f"glass.slice_len: {frames} frames do not fit in one episode "
+                         f"(train.episode_length = {cfg.train.episode_length})")
     if g.enabled and g.lambda_contrast > 0:
         from .envs.dmc import touch_indices, validate_task  # loads dm_control: only when the key is used
 
@@ -397,6 +462,8 @@ def _check_schedules(cfg: Config) -> None:
             raise ValueError(f"multitask.eta: must be >= 0, got {mt.eta}")
         if not 0 < mt.usage_rate <= 1:
             raise ValueError(f"multitask.usage_rate: must be in (0, 1], got {mt.usage_rate}")
+        if mt.task_heads and cfg.glass.enabled and cfg.glass.kmeans_init:
+            raise ValueError("multitask.task_heads: not with glass.kmeans_init (its latents would carry the task id)")
         from .envs.dmc import task_spec, validate_task  # loads dm_control: only when the key is used
 
         specs = {}
@@ -408,6 +475,8 @@ def _check_schedules(cfg: Config) -> None:
             specs[task] = task_spec(task)
         if len(set(specs.values())) > 1:
             raise ValueError(f"multitask.tasks: the tasks need the same (obs_dim, act_dim), got {specs}")
+    elif mt.task_heads:
+        raise ValueError("multitask.task_heads: set only with multitask.tasks (per-task heads need tasks)")
     elif mt.target_usage or mt.eta:
         raise ValueError("multitask.target_usage: set only with multitask.tasks (empty: single-task)"
                          if mt.target_usage else "multitask.eta: set only with multitask.tasks")

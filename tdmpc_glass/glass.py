@@ -98,7 +98,14 @@ def init_params(key, latent_dim: int, num_prototypes: int = 16, num_clusters: in
 
 # ----------------------------------------------------------------------------------------------- assignments
 def cosine_similarity(z, mu):
-    """Cosine similarity of latents z (..., d) with each prototype mu (N, d) -> (..., N); zero vectors give 0."""
+    """Cosine similarity of latents z (..., d) with each prototype mu (N, d) -> (..., N); zero vectors give 0.
+
+    Latents wider than the prototypes (..., d + T) are compared on their first d entries: with
+    multitask.task_heads the world model's latent carries the task one-hot after the d learned entries
+    (world_model.WorldModel.core), and Glass's partition is shared by the tasks.
+    """
+    if z.shape[-1] > mu.shape[-1]:
+        z = z[..., :mu.shape[-1]]
     return _unit(z) @ _unit(mu).T
 
 
@@ -134,18 +141,21 @@ def k_label(z, mu, S):
 CONTACT_THRESHOLD = float(math.log1p(1.0))
 
 
-def contact_labels(obs, index: tuple, threshold: float = CONTACT_THRESHOLD):
+def contact_labels(obs, index: tuple, threshold: float = CONTACT_THRESHOLD, binary: bool = False):
     """Contact-pattern id of flattened observations (..., obs_dim) -> int32 (...) (research log 10.3).
 
     index: positions of the touch readings inside the flattened observation (envs.dmc.touch_indices). Sensor j
     contributes bit j when obs[..., index[j]] > threshold, so the id is in [0, 2^len(index)): for the hopper
     0 = airborne, 1 = toe only, 2 = heel only, 3 = both. Two frames are positives for the phase-contrastive
-    loss when their ids are equal.
+    loss when their ids are equal. binary=True (glass.contrast_label "binary", the log's "foot on ground vs.
+    not"): 1 when any sensor is in contact, else 0.
     """
     if not index:
         raise ValueError("contact_labels: no touch-sensor indices (the task has no `touch` observation)")
     touch = obs[..., jnp.asarray(index)]
     bits = (touch > threshold).astype(jnp.int32)
+    if binary:
+        return jnp.max(bits, axis=-1)
     return jnp.sum(bits * (2 ** jnp.arange(len(index), dtype=jnp.int32)), axis=-1)
 
 
@@ -323,21 +333,31 @@ def row_entropy_loss(S):
     return jnp.mean(entropy(S, axis=-1))
 
 
-def window_consistency_loss(c_seq, window: int):
-    """Window consistency (research log 10.2): E_{t,b}[ H(mean_w c) - mean_w H(c) ] over windows of `window` frames.
+def window_consistency_loss(c_seq, window: int, form: str = "mi"):
+    """Window consistency (research log 10.2) of assignments c_seq (T, B, N) along sequences -> ().
 
-    c_seq: (T, B, N) assignments along sequences (T >= window); windows are tau = t .. t+window-1 for
-    t = 0 .. T-window. The summand is the mutual information between the time index inside the window and the
-    anchor (a generalised Jensen-Shannon divergence): >= 0, zero iff every frame of the window has the same c.
+    form "mi": E_{t,b}[ H(mean_w c) - mean_w H(c) ] over windows tau = t .. t+W-1 of W = `window` frames,
+        t = 0 .. T-W. The summand is the mutual information between the time index inside the window and the
+        anchor (a generalised Jensen-Shannon divergence): >= 0, zero iff every frame of the window has the same c.
+    form "average": the log's formula as written, E_t[ H(1/W sum_{tau=t}^{t+W} c_tau) - 1/W sum_{tau=t}^{t+W}
+        H(c_tau) ]: W+1 frames, both sums divided by W (H(x) = -sum x log x of the unnormalised mean). Since
+        H(a m) = a H(m) - a log a for a = (W+1)/W and m the true mean, it equals a MI(W+1 frames) - a log a:
+        the "mi" form over W+1 frames, scaled by (W+1)/W and shifted by a constant (its minimum, -a log a).
     """
+    if form not in ("mi", "average"):
+        raise ValueError(f"window_consistency_loss: form {form!r} is not one of mi, average")
     T = c_seq.shape[0]
-    if not 1 <= window <= T:
-        raise ValueError(f"window_consistency_loss: window={window} must be in [1, T={T}] (sequence length)")
-    starts = T - window + 1
-    frames = jnp.stack([c_seq[t:t + starts] for t in range(window)])  # (window, starts, B, N)
-    mean_c = frames.mean(axis=0)
-    mi = entropy(mean_c) - entropy(frames).mean(axis=0)  # (starts, B)
-    return mi.mean()
+    frames_per_window = window + (1 if form == "average" else 0)
+    if not 1 <= frames_per_window <= T:
+        raise ValueError(f"window_consistency_loss: window={window} ({form}: {frames_per_window} frames) must fit "
+                         f"in T={T} (sequence length)")
+    starts = T - frames_per_window + 1
+    frames = jnp.stack([c_seq[t:t + starts] for t in range(frames_per_window)])  # (frames, starts, B, N)
+    if form == "mi":
+        per_window = entropy(frames.mean(axis=0)) - entropy(frames).mean(axis=0)  # (starts, B)
+    else:
+        per_window = entropy(frames.sum(axis=0) / window) - entropy(frames).sum(axis=0) / window
+    return per_window.mean()
 
 
 def window_mutual_information(c_seq, window: int):
@@ -345,14 +365,21 @@ def window_mutual_information(c_seq, window: int):
     return jax.lax.stop_gradient(window_consistency_loss(c_seq, window))
 
 
-def phase_contrastive_loss(c, labels, tau: float = 0.1, normalize: bool = True):
+def phase_contrastive_loss(c, labels, tau: float = 0.1, normalize: bool = True, slices=None, episodes=None):
     """NT-Xent on assignment vectors with positives by matching label (research log 10.3).
 
-    c: (M, N) assignments; labels: (M,) int or bool contact state (any integer class id). For an anchor i, its
-    positives are the other samples with the same label and its negatives those with a different label; each
-    (anchor, positive) pair contributes -log( e^{s_ip} / (e^{s_ip} + sum_{j in neg(i)} e^{s_ij}) ), s = sim / tau
-    with sim the cosine of the assignment vectors (normalize=True) or their dot product (as the log writes it).
+    c: (M, N) assignments; labels: (M,) int or bool contact state (any integer class id). Each (anchor i,
+    positive p) pair contributes -log( e^{s_ip} / (e^{s_ip} + sum_{j in neg(i)} e^{s_ij}) ), s = sim / tau with
+    sim the cosine of the assignment vectors (normalize=True) or their dot product (as the log writes it).
     Pairs are averaged per anchor, then over anchors that have at least one positive; no positive anywhere -> 0.
+    Who pairs with whom:
+      slices None (glass.contrast_pairs "label"): positives of i are the other samples with the same label,
+          negatives those with a different label, wherever in the batch they come from.
+      slices (M,) ints, the slice of each sample (glass.contrast_pairs "episode", the log's "negatives = frames
+          from different phases or different episodes"): positives are the other samples of the same slice
+          (consecutive frames of one episode) with the same label; negatives are samples with a different label
+          or from a different episode. `episodes` (M,) or (M, k) ints name each sample's episode (None: the
+          slice); a same-label sample of the same episode but another slice is neither.
     """
     if normalize:
         c = _unit(c)
@@ -361,8 +388,18 @@ def phase_contrastive_loss(c, labels, tau: float = 0.1, normalize: bool = True):
     labels = labels.astype(jnp.int32)
     same = labels[:, None] == labels[None, :]
     not_self = ~jnp.eye(m, dtype=bool)
-    pos = same & not_self
-    neg = ~same
+    if slices is None:
+        pos = same & not_self
+        neg = ~same
+    else:
+        same_slice = slices[:, None] == slices[None, :]
+        if episodes is None:
+            same_episode = same_slice
+        else:
+            ep = episodes.reshape(m, -1)
+            same_episode = jnp.all(ep[:, None, :] == ep[None, :, :], axis=-1)
+        pos = same & same_slice & not_self
+        neg = ~same | ~same_episode
     neg_lse = jax.nn.logsumexp(jnp.where(neg, s, -1e30), axis=1)  # (M,), about -1e30 when no negatives
     pair_loss = jnp.logaddexp(s, neg_lse[:, None]) - s  # (M, M), >= 0
     n_pos = pos.sum(axis=1)
@@ -413,14 +450,37 @@ def count_active(usage, threshold: Optional[float] = None):
     return jnp.sum(usage > thr, axis=-1).astype(jnp.int32)
 
 
-def active_prototypes(c, threshold: Optional[float] = None):
-    """Prototypes whose mean soft assignment mass over c (..., N) exceeds threshold (default 1/(2N)) -> int32 ()."""
-    return count_active(c.reshape(-1, c.shape[-1]).mean(axis=0), threshold)
+ACTIVE_RULES = GlassConfig.CHOICES["active_rule"]
 
 
-def active_clusters(c, S, threshold: Optional[float] = None):
-    """Clusters whose mean usage sum_n cbar_n S_nk exceeds threshold (default 1/(2K)) -> int32 ()."""
-    return count_active(c.reshape(-1, c.shape[-1]).mean(axis=0) @ S, threshold)
+def active_prototypes(c, threshold: Optional[float] = None, rule: str = "soft"):
+    """Number of active prototypes among assignments c (..., N) -> int32 () (default threshold 1/(2N)).
+
+    rule "soft": prototypes whose mean soft assignment mass exceeds the threshold. With tau_p = 0.2 and latents
+        whose cosines to every anchor are close (SimNorm latents at init, or a seed collapsed onto few anchors
+        that all others still resemble), c is near uniform and every prototype counts: this never falls low.
+    rule "argmax" (glass.active_rule default; the log's "active < 4 (K=3 basin)" check, 10.6): prototypes that are
+        the nearest anchor (argmax c = argmax cos) of more than `threshold` of the latents: the anchors the
+        K label actually visits. A seed whose latents all sit at 2 anchors counts 2, however soft c is.
+    """
+    if rule not in ACTIVE_RULES:
+        raise ValueError(f"active_prototypes: rule {rule!r} is not one of {ACTIVE_RULES}")
+    flat = c.reshape(-1, c.shape[-1])
+    if rule == "argmax":
+        flat = jax.nn.one_hot(jnp.argmax(flat, axis=-1), flat.shape[-1], dtype=flat.dtype)
+    return count_active(flat.mean(axis=0), threshold)
+
+
+def active_clusters(c, S, threshold: Optional[float] = None, rule: str = "soft"):
+    """Active clusters -> int32 () (default threshold 1/(2K)). rule "soft": mean usage sum_n cbar_n S_nk above the
+    threshold; "argmax": the K label argmax_k S[argmax_n c_n, k] of more than `threshold` of the latents."""
+    if rule not in ACTIVE_RULES:
+        raise ValueError(f"active_clusters: rule {rule!r} is not one of {ACTIVE_RULES}")
+    flat = c.reshape(-1, c.shape[-1])
+    if rule == "argmax":
+        labels = jnp.argmax(S[jnp.argmax(flat, axis=-1)], axis=-1)
+        return count_active(jax.nn.one_hot(labels, S.shape[-1], dtype=flat.dtype).mean(axis=0), threshold)
+    return count_active(flat.mean(axis=0) @ S, threshold)
 
 
 def k_switch_rate(labels):
@@ -473,11 +533,13 @@ class GlassLossConfig(GlassConfig):
 DEFAULT_LOSS = GlassLossConfig()
 
 
-def glass_terms(params: GlassParams, z_seq, cfg: GlassConfig = DEFAULT_LOSS, contact=None):
+def glass_terms(params: GlassParams, z_seq, cfg: GlassConfig = DEFAULT_LOSS, contact=None, episodes=None):
     """Unweighted Glass loss terms (with gradients) and diagnostics (without) for one seed.
 
     params: GlassParams; z_seq: (T, B, d) latents along sampled slices (T >= 2; graph and temporal pairs are
-    (z_t, z_{t+1})); contact: (T, B) int/bool contact state, required when cfg.lambda_contrast > 0.
+    (z_t, z_{t+1})); contact: (T, B) int/bool contact state, required when cfg.lambda_contrast > 0; episodes:
+    (B, 2) int episode id of each slice (buffer.slice_episodes) for contrast_pairs "episode" (None: every slice
+    its own episode).
     Returns (terms, diag), dicts of scalars. terms: loss_se, loss_cluster_bal, loss_proto_bal, loss_swap,
     loss_temp, loss_window, loss_contrast, loss_row_entropy; a term whose weight (or switch) is off is not
     computed and is a constant 0, so it costs nothing in the compiled update. diag (stop-gradient): se, h1,
@@ -486,8 +548,9 @@ def glass_terms(params: GlassParams, z_seq, cfg: GlassConfig = DEFAULT_LOSS, con
     T = z_seq.shape[0]
     if T < 2:
         raise ValueError(f"glass_losses: need T >= 2 latents per sequence, got {T}")
-    if cfg.lambda_window > 0 and cfg.window > T:
-        raise ValueError(f"glass_losses: window={cfg.window} is longer than the sequences (T={T})")
+    if cfg.lambda_window > 0 and cfg.window_frames() > T:
+        raise ValueError(f"glass_losses: window={cfg.window} ({cfg.window_form}) is longer than the sequences "
+                         f"(T={T})")
     if cfg.lambda_contrast > 0 and contact is None:
         raise ValueError("glass_losses: lambda_contrast > 0 needs the contact labels")
     zero = jnp.zeros((), jnp.float32)
@@ -520,10 +583,19 @@ def glass_terms(params: GlassParams, z_seq, cfg: GlassConfig = DEFAULT_LOSS, con
     else:
         terms["loss_swap"] = zero
     terms["loss_temp"] = temporal_loss(z_seq[:-1], z_seq[1:]) if cfg.lambda_temp > 0 else zero
-    terms["loss_window"] = window_consistency_loss(c, cfg.window) if cfg.lambda_window > 0 else zero
+    terms["loss_window"] = (window_consistency_loss(c, cfg.window, cfg.window_form) if cfg.lambda_window > 0
+                            else zero)
     if cfg.lambda_contrast > 0:
+        slices = sample_episodes = None
+        if cfg.contrast_pairs == "episode":  # sample (t, b) -> its slice b and that slice's episode
+            B = c.shape[1]
+            slices = jnp.broadcast_to(jnp.arange(B), (T, B)).reshape(-1)
+            if episodes is not None:
+                ids = episodes.reshape(B, -1)
+                sample_episodes = jnp.broadcast_to(ids[None], (T,) + ids.shape).reshape(T * B, -1)
         terms["loss_contrast"] = phase_contrastive_loss(c.reshape(-1, c.shape[-1]), contact.reshape(-1),
-                                                        cfg.contrast_tau)
+                                                        cfg.contrast_tau, cfg.contrast_sim == "cosine", slices,
+                                                        sample_episodes)
     else:
         terms["loss_contrast"] = zero
     if cfg.lambda_row_entropy > 0:
@@ -536,8 +608,8 @@ def glass_terms(params: GlassParams, z_seq, cfg: GlassConfig = DEFAULT_LOSS, con
     diag = {
         "se": se, "h1": h1, "resistance": h1 - se,
         "se_hier": se_hier if se_hier is not None else zero,
-        "active_prototypes": active_prototypes(c, cfg.active_threshold),
-        "active_clusters": active_clusters(c, S, cfg.active_threshold),
+        "active_prototypes": active_prototypes(c, cfg.active_threshold, cfg.active_rule),
+        "active_clusters": active_clusters(c, S, cfg.active_threshold, cfg.active_rule),
         "k_switch_rate": k_switch_rate(labels),
         "window_mi": window_consistency_loss(c, min(cfg.window, T)),
     }
@@ -554,10 +626,10 @@ def weighted_total(terms, cfg: GlassConfig):
             + cfg.lambda_contrast * terms["loss_contrast"] + cfg.lambda_row_entropy * terms["loss_row_entropy"])
 
 
-def glass_losses(params: GlassParams, z_seq, cfg: GlassConfig = DEFAULT_LOSS, contact=None):
+def glass_losses(params: GlassParams, z_seq, cfg: GlassConfig = DEFAULT_LOSS, contact=None, episodes=None):
     """Glass loss for one seed: (total, info). Arguments as `glass_terms`; total = `weighted_total(terms)`;
     info = every unweighted term and every diagnostic plus "total", float32 scalars without gradient."""
-    terms, diag = glass_terms(params, z_seq, cfg, contact)
+    terms, diag = glass_terms(params, z_seq, cfg, contact, episodes)
     total = weighted_total(terms, cfg)
     info = {k: jax.lax.stop_gradient(v).astype(jnp.float32) for k, v in terms.items()}
     info.update(diag)

@@ -98,10 +98,11 @@ class Perturb:
 class BasinCheck:
     """Research log 10.6: at schedule.restart_check_at, a seed with fewer active prototypes (its latest train.csv
     row) than restart_min_active leaves the batch as `restarting`; basin.train_with_restarts restarts it from
-    scratch with seed + restart_seed_offset * attempt, while restarts remain."""
+    scratch with a new exploration seed, seed + restart_seed_offset * attempt, while restarts remain (the
+    log reseeds the exploration phase only: initialisation and planner noise keep their streams)."""
 
-    def __init__(self, schedule):
-        self.schedule = schedule
+    def __init__(self, schedule, explore_seed=None):
+        self.schedule, self.explore_seed = schedule, explore_seed  # streams.explore: None follows the run seed
 
     def after_round(self, states, view: RoundView):
         s, events = self.schedule, []
@@ -112,7 +113,8 @@ class BasinCheck:
             value = None if column is None or not np.isfinite(column[i]) else float(column[i])
             if value is not None and schedules.basin_restart_due(value, view.attempts[i], s):
                 attempt = view.attempts[i] + 1
-                new_seed = schedules.restart_seed(view.seeds[i], attempt, s)
+                base = view.seeds[i] if self.explore_seed is None else self.explore_seed
+                new_seed = schedules.restart_seed(base, attempt, s)
                 events.append(Event(i, "restart", dict(
                     attempt=attempt, active_prototypes=value, threshold=s.restart_min_active,
                     previous_seed=view.run_seeds[i], new_seed=new_seed,
@@ -136,5 +138,5 @@ def from_config(cfg: Config, obs_dim: int, act_dim: int, world_tx) -> list[Inter
     if s.perturb_at:
         out.append(Perturb(cfg))
     if s.restart_check_at is not None:
-        out.append(BasinCheck(cfg.schedule))
+        out.append(BasinCheck(cfg.schedule, cfg.streams.explore))
     return out

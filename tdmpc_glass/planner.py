@@ -29,9 +29,23 @@ class PlanSettings(NamedTuple):
     discount: float
 
     @classmethod
-    def from_config(cls, planner: PlannerConfig, horizon: int, discount: float) -> "PlanSettings":
-        return cls(horizon, planner.iterations, planner.num_samples, planner.num_elites, planner.num_pi_trajs,
-                   planner.min_std, planner.max_std, planner.temperature, discount)
+    def from_config(cls, planner: PlannerConfig, horizon: int, discount: float,
+                    act_dim: int | None = None) -> "PlanSettings":
+        """act_dim: the task's action size; TD-MPC2 runs 2 more MPPI iterations when it is >= 20 (humanoid,
+        dog), on top of planner.iterations (the base, what the config says). None: the base, for callers
+        that plan without a task (benchmarks, tests of the planner itself)."""
+        return cls(horizon, mppi_iterations(planner.iterations, act_dim), planner.num_samples, planner.num_elites,
+                   planner.num_pi_trajs, planner.min_std, planner.max_std, planner.temperature, discount)
+
+
+LARGE_ACTION_DIM = 20  # TD-MPC2: actions of this many dims or more get LARGE_ACTION_EXTRA_ITERATIONS more
+LARGE_ACTION_EXTRA_ITERATIONS = 2
+
+
+def mppi_iterations(base: int, act_dim: int | None) -> int:
+    """MPPI iterations for a task: the config's base, + 2 when the action has >= 20 dims (TD-MPC2's rule)."""
+    large = act_dim is not None and act_dim >= LARGE_ACTION_DIM
+    return base + LARGE_ACTION_EXTRA_ITERATIONS * large
 
 
 def trajectory_values(world: WorldModel, policy: Policy, z, actions, key, discount: float):

@@ -3,13 +3,16 @@
 A seed's checkpoint (checkpoint.py: one .npz per seed) holds its AgentState and a meta record:
     {"seed", "env_step", "counters": the loop's Counters as a dict, "fingerprint": config_fingerprint,
      "schedule": {"attempt", "run_seed", + the training env's wrapper state (multi-task p and u)}}
+A batch resumes from the newest env step at which every seed's checkpoint reads (restore): a damaged newest
+file falls back to the one before it with a warning naming the file.
 """
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -40,31 +43,82 @@ def save(states, ckpt_dirs: list[Path], active, seeds, env_step: int, counters: 
             checkpoint.save(ckpt_dir, env_step, [x[i] for x in leaves], meta)
 
 
-def restore(template, ckpt_dirs: list[Path], seeds, attempts, cfg: Config) -> Optional[tuple]:
-    """(stacked states, counters, [schedule state per seed]) from every seed's latest checkpoint; None when no
-    seed has one. Raises checkpoint.CheckpointError (one line) for checkpoints that cannot be resumed here."""
-    latest = [checkpoint.list_checkpoints(d) for d in ckpt_dirs]
-    if not any(latest):
+def warn_on_stderr(seed_index: int, message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def restore(template, ckpt_dirs: list[Path], seeds, attempts, cfg: Config,
+            on_warning: Optional[Callable[[int, str], None]] = None) -> Optional[tuple]:
+    """(stacked states, counters, [schedule state per seed]) from the newest env step at which every seed has a
+    readable checkpoint; None when no seed has one.
+
+    A seed's newest checkpoint that cannot be read (truncated, corrupted: checkpoint.DamagedCheckpointError), or
+    one a kill left behind for only some seeds of the batch, is passed over for the one before it: every seed
+    resumes from that same env step, and `on_warning(seed index, one line naming the file)` is called for each
+    file passed over (default: a line on stderr); such files are removed. Raises checkpoint.CheckpointError (one
+    line) when no such step exists, and for a checkpoint of another config, seed or restart attempt (never passed
+    over: those are not damage but a wrong run dir)."""
+    warn = on_warning or warn_on_stderr
+    found = [{_step_of(p): p for p in checkpoint.list_checkpoints(d)} for d in ckpt_dirs]
+    if not any(found):
         return None
-    steps = {int(c[-1].stem.split("_")[1]) if c else None for c in latest}
-    if len(steps) != 1:
-        detail = ", ".join(f"seed {s}: {c[-1].name if c else 'none'}" for s, c in zip(seeds, latest))
-        raise checkpoint.CheckpointError(f"seeds of one batch must resume from the same env step ({detail}); "
-                                         "run them in separate batches")
     fingerprint = config_fingerprint(cfg)
-    states, metas = [], []
-    for seed, attempt, ckpts in zip(seeds, attempts, latest):
-        state, meta = checkpoint.load(ckpts[-1], template)
-        if meta.get("fingerprint") != fingerprint:
-            raise checkpoint.CheckpointError(f"incompatible checkpoint {ckpts[-1]}: written with a different config")
-        if meta.get("seed") != seed:
-            raise checkpoint.CheckpointError(f"incompatible checkpoint {ckpts[-1]}: it is seed {meta.get('seed')}, "
-                                             f"not seed {seed}")
-        schedule = meta.get("schedule", {})
-        if int(schedule.get("attempt", 0)) != attempt:
-            raise checkpoint.CheckpointError(f"incompatible checkpoint {ckpts[-1]}: it is restart attempt "
-                                             f"{schedule.get('attempt', 0)}, this run is attempt {attempt}")
-        states.append(state)
-        metas.append(meta)
-    stacked = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *states)
-    return stacked, Counters(**metas[0]["counters"]), [m.get("schedule", {}) for m in metas]
+    common = sorted(set.intersection(*(set(f) for f in found)), reverse=True)
+    damaged: dict[Path, str] = {}
+    for step in common:
+        loaded = []
+        for i, (seed, attempt) in enumerate(zip(seeds, attempts)):
+            path = found[i][step]
+            try:
+                state, meta = checkpoint.load(path, template)
+            except checkpoint.DamagedCheckpointError as e:
+                damaged[path] = str(e)
+                break
+            _check_meta(path, meta, fingerprint, seed, attempt)
+            loaded.append((state, meta))
+        else:
+            _warn_passed_over(found, step, damaged, warn)
+            states = [state for state, _ in loaded]
+            metas = [meta for _, meta in loaded]
+            stacked = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *states)
+            return stacked, Counters(**metas[0]["counters"]), [m.get("schedule", {}) for m in metas]
+    if damaged:
+        raise checkpoint.CheckpointError("no env step at which every seed of the batch has a readable checkpoint: "
+                                         + "; ".join(damaged.values()))
+    detail = ", ".join(f"seed {s}: {', '.join(p.name for p in f.values()) if f else f'none in {d}'}"
+                       for s, f, d in zip(seeds, found, ckpt_dirs))
+    raise checkpoint.CheckpointError(f"seeds of one batch must resume from the same env step ({detail}); "
+                                     "run them in separate batches")
+
+
+def _step_of(path: Path) -> int:
+    return int(path.stem[len(checkpoint.PREFIX):])
+
+
+def _check_meta(path: Path, meta: dict, fingerprint: str, seed: int, attempt: int) -> None:
+    if meta.get("fingerprint") != fingerprint:
+        raise checkpoint.CheckpointError(f"incompatible checkpoint {path}: written with a different config")
+    if meta.get("seed") != seed:
+        raise checkpoint.CheckpointError(f"incompatible checkpoint {path}: it is seed {meta.get('seed')}, "
+                                         f"not seed {seed}")
+    schedule = meta.get("schedule", {})
+    if int(schedule.get("attempt", 0)) != attempt:
+        raise checkpoint.CheckpointError(f"incompatible checkpoint {path}: it is restart attempt "
+                                         f"{schedule.get('attempt', 0)}, this run is attempt {attempt}")
+
+
+def _warn_passed_over(found: list[dict], step: int, damaged: dict, warn) -> None:
+    """One warning per newer checkpoint a batch resuming at `step` does not use; those files are removed (a
+    later kill must not resume a seed from a file of the trajectory before this resume)."""
+    for i, by_step in enumerate(found):
+        for newer in sorted(s for s in by_step if s > step):
+            path = by_step[newer]
+            if path in damaged:
+                why = damaged[path]
+            elif any(newer in f and f[newer] in damaged for f in found):
+                why = f"checkpoint {path} not used: another seed's checkpoint at env step {newer} is unreadable"
+            else:
+                why = (f"checkpoint {path} not used: not every seed of the batch reached env step {newer} (a kill "
+                       "between the seeds' checkpoint writes)")
+            warn(i, f"{why}; resuming from env step {step} ({by_step[step].name}), the newer file removed")
+            path.unlink(missing_ok=True)  # so the checkpoints left always belong to the resumed run

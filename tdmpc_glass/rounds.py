@@ -1,8 +1,9 @@
-"""One training round as one jitted call: add the round's rows to every seed's buffer, then run its updates.
+"""One agent step of training as one jitted call: add the step's rows to every seed's buffer, run the updates
+due, plan the next actions.
 
-What changes from round to round reaches the call in two values:
-- `RoundPlan` (static, hashable): how many updates, whether Glass trains, whether k-means seeds the prototypes.
-  Each distinct plan is one compiled variant (a handful per run: exploration, the seeding burst, regular).
+What changes from call to call reaches it in two values:
+- `RoundPlan` (static, hashable): how many updates, whether Glass trains, whether k-means seeds the prototypes,
+  whether to plan. Each distinct plan is one compiled variant (a handful per run).
 - `RoundInputs` (traced): the first update's index and the scheduled coefficients. Their values change every
   round without recompiling; a coefficient that is off for the whole run is None (no term in the graph).
 A new per-round schedule is one more RoundInputs field, computed in `plan_round` and read by the update.
@@ -14,16 +15,19 @@ from typing import NamedTuple, Optional
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from . import agent, schedules
+from . import acting, agent, schedules
 from . import buffer as replay
 from .config import Config, Derived
+from .planner import PlanSettings
 
 
 class RoundPlan(NamedTuple):
     num_updates: int
     glass_on: bool  # False after glass.off_after: the update has no Glass term
     kmeans: bool  # seed the prototypes with k-means of the exploration data (research log 10.7)
+    act: bool = False  # plan the next step's actions after the updates (False while exploring)
 
 
 class RoundInputs(NamedTuple):
@@ -58,31 +62,44 @@ def plan_round(cfg: Config, d: Derived, env_step: int, counters: Counters) -> tu
                      glass_on=g.enabled and not (g.off_after is not None and env_step >= g.off_after),
                      kmeans=burst and g.enabled and g.kmeans_init)
     intrinsic = agent.intrinsic_coefficient(cfg, env_step)
-    inputs = RoundInputs(first_update=jnp.int32(counters.updates),
-                         intrinsic_coef=None if intrinsic is None else jnp.float32(intrinsic),
+    inputs = RoundInputs(first_update=np.int32(counters.updates),
+                         intrinsic_coef=None if intrinsic is None else np.float32(intrinsic),
                          smooth_coef=schedules.action_smooth_coef(cfg.schedule, env_step))
     return plan, inputs
 
 
-def make_round(hyper: agent.Hyper, world_tx, policy_tx, on_trace=lambda: None):
-    """The jitted round: f(states, rows, plan=RoundPlan, inputs=RoundInputs) -> (states, metrics (S,) arrays).
+def make_step(hyper: agent.Hyper, world_tx, policy_tx, settings: PlanSettings, use_planner: bool,
+              on_trace=lambda: None):
+    """The jitted agent step: f(states, rows, obs, prev_mean, tick, plan=RoundPlan, inputs=RoundInputs,
+    noise_keys=None) -> (states, actions, prev_mean, ok, metrics).
 
-    states: S seeds' AgentState (vmapped); rows: (obs, action, reward, pos) each (S, n, E, ...), the round's
-    n buffer rows. Agent states are donated off the CPU. `on_trace` runs each time a new variant is traced."""
-    def round_fn(states, rows, plan: RoundPlan, inputs: RoundInputs):
+    states: S seeds' AgentState; rows: (obs, action, reward, pos) each (S, n, E, ...), the step's buffer rows;
+    obs (S, E, obs_dim) and prev_mean (S, E, H, A): what the next step plans from, tick its index. The updates
+    (when plan.num_updates > 0) run after the rows are added, then the next actions are planned with the
+    updated parameters: the order of two separate calls, in one. actions is None unless plan.act.
+    ok (S,) bool: parameters and every metric finite (True without updates); metrics: the updates' means
+    (S,) each, {} without updates; they stay on the device until a log row needs them.
+    States and prev_mean are donated: nothing is copied whole. `on_trace` runs once per compiled variant."""
+    def step_fn(states, rows, obs, prev_mean, tick, plan: RoundPlan, inputs: RoundInputs, noise_keys=None):
         on_trace()
         states = eqx.tree_at(lambda s: s.buffer, states, jax.vmap(replay.add)(states.buffer, *rows))
         if plan.kmeans:  # once, when seeding ends: prototypes from the exploration data
             states = jax.vmap(lambda s: agent.kmeans_prototypes(s, agent.stream(s.key, agent.INIT, 1)))(states)
-        if plan.num_updates == 0:
-            return states, {}
-        h = hyper if plan.glass_on else hyper._replace(glass=None)
+        metrics, ok = {}, jnp.ones(rows[0].shape[0], bool)
+        if plan.num_updates:
+            h = hyper if plan.glass_on else hyper._replace(glass=None)
 
-        def run(state):
-            return agent.run_updates(state, inputs.first_update, plan.num_updates, h, world_tx, policy_tx,
-                                     inputs.intrinsic_coef, inputs.smooth_coef)
+            def run(state):
+                return agent.run_updates(state, inputs.first_update, plan.num_updates, h, world_tx, policy_tx,
+                                         inputs.intrinsic_coef, inputs.smooth_coef)
 
-        return jax.vmap(run)(states)
+            states, metrics = jax.vmap(run)(states)
+            ok = metrics.pop("params_finite")
+            for value in metrics.values():
+                ok = ok & jnp.isfinite(value)
+        actions = None
+        if plan.act:
+            actions, prev_mean = acting.act(states, obs, prev_mean, tick, settings, False, use_planner, noise_keys)
+        return states, actions, prev_mean, ok, metrics
 
-    donate = (0,) if jax.default_backend() != "cpu" else ()
-    return jax.jit(round_fn, static_argnames=("plan",), donate_argnums=donate)
+    return jax.jit(step_fn, static_argnames=("plan",), donate_argnums=(0, 3))

@@ -7,6 +7,7 @@
         status.json    running / done / failed / interrupted / restarting, env_step, scores
         checkpoints/   step_<env_step>.npz             videos/      K-labelled rollouts
         restarts/attempt<k>/   the files of a basin-restarted attempt k
+        run.lock       the one process writing this run: host, pid, start time (RunLock)
 
 The launcher, the trainer, the video tools and analysis all read and write runs through these names, so a
 rule (what "finished" means, how a file is replaced) lives here once. No third-party import: analysis and the
@@ -14,9 +15,13 @@ dashboard import this module without pulling in JAX.
 """
 from __future__ import annotations
 
+import datetime as dt
+import errno
+import fcntl
 import json
 import os
 import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterable, Optional
@@ -33,6 +38,7 @@ STATUS = "status.json"
 CHECKPOINTS = "checkpoints"
 VIDEOS = "videos"
 RESTARTS = "restarts"
+LOCK = "run.lock"
 RUN_FILES = (CONFIG, EVAL, TRAIN, STATUS, EVENTS)  # the plain files of a run, in the order pages list them
 ATTEMPT_FILES = (EVAL, TRAIN, CHECKPOINTS, VIDEOS)  # what a basin restart archives; config and events stay
 
@@ -65,20 +71,51 @@ def attempt_dir(path: Path, attempt: int) -> Path:
     return Path(path) / RESTARTS / f"attempt{attempt}"
 
 
+# ---- errors a run's files raise: one line each, naming the file ---------------------------------------------
+
+class RunFileError(ValueError):
+    """A run file that cannot be used as it is (damaged, foreign): a one-line message naming it."""
+
+
+class DiskFullError(OSError):
+    """A write into a run dir failed for lack of space (ENOSPC, EDQUOT): a one-line message naming the file.
+    Whatever was on disk before the failed write is kept as it was (no temp file, no partial row)."""
+
+
+class RunLockedError(RuntimeError):
+    """Another process is writing the run dir: a one-line message naming the dir and that process."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(error: OSError, path: Path) -> OSError:
+    """`error` as a DiskFullError naming `path` when it is a full disk or quota, else `error` itself."""
+    if isinstance(error, DiskFullError) or getattr(error, "errno", None) not in NO_SPACE:
+        return error
+    return DiskFullError(error.errno, f"disk full while writing {path}; the files written before are kept: "
+                                      "free some space, then resume with the same command")
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Readers never see a half-written file and a crash never leaves one: a temp file beside `path`, flushed
-    to disk, then renamed over it. A failed write (a full disk) removes the temp file and leaves `path` as it
-    was."""
+    to disk, then renamed over it. A failed write (a full disk: DiskFullError) removes the temp file and leaves
+    `path` as it was."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise disk_full(e, path) from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise disk_full(e, path) from None
         raise
 
 
@@ -128,3 +165,131 @@ def config_difference(new: dict, old: dict, ignore: Iterable[str] = EXTENDABLE_K
         if new_flat.get(key) != old_flat.get(key):
             return f"{key} is {old_flat.get(key)!r} there, {new_flat.get(key)!r} now"
     return None
+
+
+# ---- one writer per run dir -----------------------------------------------------------------------------------
+
+def _this_host() -> str:
+    return socket.gethostname()
+
+
+def holder_text(holder: dict) -> str:
+    """'pid 123 on host h since 2026-...' from a lock file's record (what is known of it)."""
+    if not holder:
+        return "a process that left no record"
+    return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since {holder.get('started', '?')}"
+            + (f" ({holder['command']})" if holder.get("command") else ""))
+
+
+def read_lock(run_dir: Path) -> dict:
+    """The record of a run dir's lock file ({} when missing or unreadable)."""
+    try:
+        record = json.loads((Path(run_dir) / LOCK).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError, OverflowError):
+        return True  # someone else's process (or no pid to test): assume it lives
+    return True
+
+
+class RunLock:
+    """One writer per run dir: `with RunLock(run_dirs):` holds `<run dir>/run.lock` of every dir, or raises
+    RunLockedError (one line naming the dir and its holder: host, pid, start time) holding none of them.
+
+    The lock is an exclusive fcntl.flock on the lock file, which the kernel drops when its process dies
+    (SIGKILL included), so a stale lock file (holder dead) is taken over with no guessing; the file's record
+    only names the holder for the message. Where the file system has no flock, the record decides: a holder on
+    this host whose pid is dead is stale and taken over; a live one (or one on another host) holds the dir.
+    `taken_over`: (run dir, the previous holder's record) for each stale lock file found (for an event)."""
+
+    def __init__(self, run_dirs, command: str | None = None):
+        self.dirs = [Path(d) for d in run_dirs]
+        self.command = command
+        self.taken_over: list[tuple[Path, dict]] = []
+        self._held: list[tuple[Path, int]] = []
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        record = {"host": _this_host(), "pid": os.getpid(),
+                  "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        if self.command:
+            record["command"] = self.command
+        try:
+            for run_dir in sorted(set(self.dirs), key=str):  # one order for every process: no lock-order cycle
+                self._acquire_one(run_dir, record)
+        except BaseException:
+            self.release()
+            raise
+
+    def _acquire_one(self, run_dir: Path, record: dict) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / LOCK
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise disk_full(e, path) from None
+            try:
+                previous = read_lock(run_dir)
+                if not self._lock_fd(fd, previous):
+                    raise RunLockedError(f"{run_dir}: another process is writing this run: "
+                                         f"{holder_text(previous)} (lock file {path}); wait for it to end or "
+                                         "stop it, then run again")
+                try:  # the path may have been released (unlinked) between our open and our lock: try again
+                    same = os.fstat(fd).st_ino == os.stat(path).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    os.close(fd)
+                    continue
+                if previous and previous.get("pid") != os.getpid():
+                    self.taken_over.append((run_dir, previous))
+                os.ftruncate(fd, 0)
+                os.write(fd, (json.dumps(record) + "\n").encode())
+                os.fsync(fd)
+            except BaseException as e:
+                os.close(fd)
+                if isinstance(e, OSError):
+                    raise disk_full(e, path) from None
+                raise
+            self._held.append((run_dir, fd))
+            return
+
+    @staticmethod
+    def _lock_fd(fd: int, previous: dict) -> bool:
+        """True when this process now holds fd's lock."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        except OSError as e:  # no flock on this file system: the record decides
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            if not previous or previous.get("pid") == os.getpid():
+                return True
+            return previous.get("host") == _this_host() and not _pid_alive(previous.get("pid"))
+
+    def release(self) -> None:
+        """Remove and unlock every lock file this RunLock holds (its record first, so no one reads ours)."""
+        while self._held:
+            run_dir, fd = self._held.pop()
+            try:
+                (run_dir / LOCK).unlink(missing_ok=True)
+            except OSError:
+                pass
+            os.close(fd)

@@ -146,7 +146,7 @@ def perturb(state, scale: float, target: str, key):
 
 # ---- basin restart ------------------------------------------------------------------------------------------
 def restart_seed(seed: int, attempt: int, s: ScheduleConfig) -> int:
-    """The seed a run's attempt uses for its init and its exploration: seed + offset * attempt."""
+    """The exploration seed of a run's attempt: seed + offset * attempt (init and planner noise keep theirs)."""
     return int(seed) + s.restart_seed_offset * int(attempt)
 
 

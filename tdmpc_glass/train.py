@@ -86,22 +86,31 @@ class LoopState:
     left: np.ndarray  # (S,) bool: seeds an intervention took out on purpose (basin restart), not failures
     obs: Optional[np.ndarray] = None  # (S, E, obs_dim) the envs' current observations
     prev_mean: Optional[jax.Array] = None  # (S, E, H, A) the planner's previous means
-    metrics: dict = field(default_factory=dict)  # the last round's update metrics, (S,) arrays
+    planned: Optional[jax.Array] = None  # (S, E, A) actions the last call planned for the current tick
+    metrics: dict = field(default_factory=dict)  # the last round's update metrics, (S,) device arrays
+    ok: Optional[np.ndarray] = None  # (S,) bool: the last round's parameters and metrics finite
 
 
 class Trainer:
     """Trains `seeds` (one restart attempt of each) into `run_dirs`: `run()` returns a process exit code.
 
     interventions: after-round interventions (default: those the config schedules, interventions.from_config).
-    traces: how often the round and act functions were traced (tests assert it stops growing)."""
+    fused: plan the next step's actions inside the step's jitted call (one call per agent step); False plans
+      in a call of its own before each step, the same results in two calls (tests and benchmarks compare).
+    traces: how often the step and act functions were traced (tests assert it stops growing)."""
 
     def __init__(self, cfg: Config, seeds: list[int], run_dirs: list[Path], progress: bool = True,
-                 attempt: int = 0, interventions: Optional[list] = None):
+                 attempt: int = 0, interventions: Optional[list] = None, fused: bool = True):
         self.cfg, self.d = cfg, derive(cfg)
         self.seeds, self.progress = list(seeds), progress
         self.attempts = [attempt] * len(self.seeds)
-        # the seed of each run's current attempt: its init, keys, exploration and training episodes
-        self.run_seeds = [restart_seed(s, attempt, cfg.schedule) for s in self.seeds]
+        # the random streams (config.StreamsConfig): init, exploration (reseeded by basin restarts), planner noise
+        streams = cfg.streams
+        self.init_seeds = [s if streams.init is None else streams.init for s in self.seeds]
+        self.run_seeds = [restart_seed(s if streams.explore is None else streams.explore, attempt, cfg.schedule)
+                          for s in self.seeds]
+        self.noise_keys = jax.vmap(jax.random.PRNGKey)(
+            jnp.asarray([s if streams.planner is None else streams.planner for s in self.seeds]))
         self.log = BatchLog(run_dirs)
         t = cfg.train
         self.E, self.L = t.num_envs, t.episode_length
@@ -116,14 +125,16 @@ class Trainer:
         world_tx, policy_tx = agent.optimisers(cfg)
         self.interventions = (interventions if interventions is not None
                               else scheduled_interventions(cfg, self.obs_dim, self.act_dim, world_tx))
+        self.fused = fused
         self._init = jax.jit(jax.vmap(lambda s: agent.init_state(cfg, self.obs_dim, self.act_dim, s)))
-        self._round = rounds.make_round(agent.Hyper.from_config(cfg), world_tx, policy_tx,
-                                        on_trace=lambda: self._count("round"))
-        settings = PlanSettings.from_config(cfg.planner, cfg.horizon, self.d.discount)
+        settings = PlanSettings.from_config(cfg.planner, cfg.horizon, self.d.discount, self.act_dim)
+        self._step = rounds.make_step(agent.Hyper.from_config(cfg), world_tx, policy_tx, settings, cfg.planner.mpc,
+                                      on_trace=lambda: self._count("round"))
+        self.timings = dict.fromkeys(("env", "device", "act", "eval", "log"), 0.0)  # seconds, for benchmarks
 
-        def act(states, obs, prev_mean, counter, eval_mode: bool, use_planner: bool):
+        def act(states, obs, prev_mean, counter, eval_mode: bool, use_planner: bool, noise_keys=None):
             self._count("act")
-            return acting.act(states, obs, prev_mean, counter, settings, eval_mode, use_planner)
+            return acting.act(states, obs, prev_mean, counter, settings, eval_mode, use_planner, noise_keys)
 
         self.act = jax.jit(act, static_argnames=("eval_mode", "use_planner"))
 
@@ -144,7 +155,7 @@ class Trainer:
         found = resume.restore(self.state_template(), ckpt_dirs, self.seeds, self.attempts, self.cfg)
         if found is None:  # a run killed before its first checkpoint starts over
             self.log.rewind(-1)
-            states, counters = self._init(jnp.asarray(self.run_seeds)), Counters()
+            states, counters = self._init(jnp.asarray(self.init_seeds)), Counters()
         else:
             states, counters, schedule_states = found
             for i, state in enumerate(schedule_states):
@@ -153,47 +164,69 @@ class Trainer:
         return LoopState(states, counters, np.ones(S, bool), np.zeros(S, bool)), found is not None
 
     def save_checkpoints(self, loop: LoopState) -> None:
+        clock = time.perf_counter()
         ckpt_dirs = [d / runlayout.CHECKPOINTS for d in self.log.dirs]
         schedule = [{"attempt": a, "run_seed": r, **self.env.state(i)}
                     for i, (a, r) in enumerate(zip(self.attempts, self.run_seeds))]
         resume.save(loop.states, ckpt_dirs, loop.active, self.seeds, self.env_step(loop.counters), loop.counters,
                     schedule, self.cfg)
+        self.timings["log"] += time.perf_counter() - clock
 
     # ---- one round -----------------------------------------------------------------------------------------
     def collect_and_update(self, loop: LoopState) -> LoopState:
-        """Collect one round of agent steps for every env of every seed, then run the round's updates."""
-        cfg, L, counters = self.cfg, self.L, loop.counters
-        obs, prev_mean, rows = loop.obs, loop.prev_mean, []
-        for _ in range(self.d.steps_per_env_per_round):
+        """One round: per tick, one env step of every env of every seed and one jitted call that adds the
+        tick's rows, runs the updates due at the round's end and plans the next tick's actions."""
+        cfg, L, t = self.cfg, self.L, self.timings
+        counters, obs, prev_mean, planned = loop.counters, loop.obs, loop.prev_mean, loop.planned
+        states, ticks = loop.states, self.d.steps_per_env_per_round
+        for i in range(ticks):
             tick, env_step = counters.tick, self.env_step(counters)
+            rows = []
             if tick % L == 0:  # every env of every seed starts a new episode together
+                clock = time.perf_counter()
                 obs = self.env.reset(tick // L)
-                prev_mean = jnp.zeros_like(prev_mean)
+                t["env"] += time.perf_counter() - clock
+                prev_mean, planned = jnp.zeros_like(prev_mean), None
                 rows.append(self._row(obs, np.zeros((*obs.shape[:2], self.act_dim), np.float32),
                                       np.zeros(obs.shape[:2], np.float32), 0))
             exploring = env_step < self.d.expl_until_env_steps
             if exploring:
                 actions = explore_actions(self.run_seeds, tick, self.E, self.act_dim)
             else:
-                actions, prev_mean = self.act(loop.states, jnp.asarray(obs), prev_mean, tick, eval_mode=False,
-                                              use_planner=cfg.planner.mpc)
-                actions = np.array(actions)  # a writable host copy
+                if planned is None:  # an episode's first step, or the states changed after the last call
+                    clock = time.perf_counter()
+                    planned, prev_mean = self.act(states, jnp.asarray(obs), prev_mean, tick, eval_mode=False,
+                                                  use_planner=cfg.planner.mpc, noise_keys=self.noise_keys)
+                    planned = np.array(planned)
+                    t["act"] += time.perf_counter() - clock
+                actions = planned
                 actions[~loop.active] = 0.0  # a failed seed's NaN actions must not reach the simulator
+            clock = time.perf_counter()
             obs, reward = self.env.step(actions, StepContext(tick, env_step, exploring))
+            t["env"] += time.perf_counter() - clock
             rows.append(self._row(obs, actions, reward, tick % L + 1))
             counters = counters._replace(tick=tick + 1)
 
-        env_step = self.env_step(counters)
-        plan, inputs = rounds.plan_round(cfg, self.d, env_step, counters)
-        stacked = tuple(jnp.asarray(np.stack(column, axis=1)) for column in zip(*rows))  # (S, n, E, ...)
-        states, metrics = self._round(loop.states, stacked, plan=plan, inputs=inputs)
+            clock = time.perf_counter()
+            next_step = self.env_step(counters)
+            if i == ticks - 1:
+                plan, inputs = rounds.plan_round(cfg, self.d, next_step, counters)
+            else:
+                plan, inputs = rounds.RoundPlan(0, False, False), rounds.RoundInputs(np.int32(counters.updates))
+            plan = plan._replace(act=self.fused and next_step >= self.d.expl_until_env_steps)
+            column = lambda j: np.stack([row[j] for row in rows], axis=1)  # (S, n, E, ...)
+            states, planned, prev_mean, ok, metrics = self._step(
+                states, tuple(column(j) for j in range(4)), obs, prev_mean, np.int32(counters.tick),
+                plan=plan, inputs=inputs, noise_keys=self.noise_keys)
+            planned = None if planned is None else np.array(planned)  # waits for the call: the only sync
+            t["device"] += time.perf_counter() - clock
+
         counters = counters._replace(updates=counters.updates + plan.num_updates,
-                                     burst_done=counters.burst_done or env_step >= self.d.expl_until_env_steps)
-        metrics = {k: np.asarray(v) for k, v in metrics.items()}
-        env_metrics = self.env.round_metrics(env_step)
-        if metrics:  # the env wrappers' values of the round, logged with its update metrics
-            metrics.update(env_metrics)
-        return replace(loop, states=states, counters=counters, obs=obs, prev_mean=prev_mean, metrics=metrics)
+                                     burst_done=counters.burst_done or next_step >= self.d.expl_until_env_steps)
+        env_metrics = self.env.round_metrics(next_step)
+        metrics = {**metrics, **env_metrics} if metrics else {}  # the env wrappers' values join update rounds
+        return replace(loop, states=states, counters=counters, obs=obs, prev_mean=prev_mean, planned=planned,
+                       metrics=metrics, ok=np.asarray(ok) if plan.num_updates else None)
 
     @staticmethod
     def _row(obs, action, reward, pos: int):
@@ -201,23 +234,21 @@ class Trainer:
 
     def check_finite(self, loop: LoopState) -> LoopState:
         """A seed whose update metrics or parameters went non-finite is marked failed and leaves the batch."""
-        if not loop.metrics:
+        if loop.ok is None or loop.ok[loop.active].all():
             return loop
-        metrics = dict(loop.metrics)
-        finite = metrics.pop("params_finite")
+        metrics = jax.device_get(loop.metrics)
         active, env_step, update = loop.active.copy(), self.env_step(loop.counters), loop.counters.updates
-        for i in np.flatnonzero(active):
+        for i in np.flatnonzero(active & ~loop.ok):
             bad = [k for k, v in metrics.items() if not np.isfinite(v[i])]
-            if bad or not finite[i]:
-                term = bad[0] if bad else "parameters"
-                self.log.event(i, env_step, "nonfinite", term=term, update=update,
-                               message=f"non-finite {term} in the updates ending at update {update}; "
-                                       "the last good checkpoint is kept")
-                self.log.status(i, status=runlayout.FAILED, env_step=env_step)
-                print(f"seed {self.seeds[i]}: non-finite {term} at env step {env_step}; run marked failed",
-                      file=sys.stderr)
-                active[i] = False
-        return replace(loop, active=active, metrics=metrics)
+            term = bad[0] if bad else "parameters"
+            self.log.event(i, env_step, "nonfinite", term=term, update=update,
+                           message=f"non-finite {term} in the updates ending at update {update}; "
+                                   "the last good checkpoint is kept")
+            self.log.status(i, status=runlayout.FAILED, env_step=env_step)
+            print(f"seed {self.seeds[i]}: non-finite {term} at env step {env_step}; run marked failed",
+                  file=sys.stderr)
+            active[i] = False
+        return replace(loop, active=active)
 
     def intervene(self, loop: LoopState, prev_env_step: int) -> LoopState:
         """Run the after-round interventions; log their events; seeds they take out leave the batch."""
@@ -232,7 +263,9 @@ class Trainer:
                 if event.leave is not None:
                     self.log.status(event.seed_index, env_step=env_step, **event.leave)
                     active[event.seed_index], left[event.seed_index] = False, True
-        return replace(loop, states=states, active=active, left=left)
+        # actions planned before an intervention changed the states are planned again
+        planned = loop.planned if states is loop.states else None
+        return replace(loop, states=states, active=active, left=left, planned=planned)
 
     # ---- evaluation ----------------------------------------------------------------------------------------
     def evaluate(self, states, eval_index: int) -> dict[str, np.ndarray]:
@@ -255,20 +288,22 @@ class Trainer:
         return out
 
     def log_eval(self, loop: LoopState) -> LoopState:
-        env_step, t = self.env_step(loop.counters), self.cfg.train
+        env_step, t, clock = self.env_step(loop.counters), self.cfg.train, time.perf_counter()
         results = self.evaluate(loop.states, env_step // max(t.eval_freq, 1))
         common = {"env_step": env_step, "agent_step": loop.counters.tick * self.E, "episodes": t.eval_episodes}
         self.log.eval_row(common, results, loop.active)
         if t.video_at_eval:
             self.log.record_videos(self.cfg, self.obs_dim, self.act_dim, self.act, loop.states, loop.active,
                                    env_step)
+        self.timings["eval"] += time.perf_counter() - clock
         return replace(loop, counters=loop.counters._replace(last_eval=env_step))
 
     def write_train_row(self, window: TrainLogWindow, loop: LoopState) -> None:
-        env_step = self.env_step(loop.counters)
+        env_step, clock = self.env_step(loop.counters), time.perf_counter()
         common = {"env_step": env_step, "agent_step": loop.counters.tick * self.E,
                   "update": loop.counters.updates, "wall_time_s": time.time() - self.log.started}
         self.log.train_row(window.flush(env_step), common, loop.active)
+        self.timings["log"] += time.perf_counter() - clock
 
     # ---- the loop ------------------------------------------------------------------------------------------
     def run(self) -> int:

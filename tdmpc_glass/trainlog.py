@@ -10,27 +10,29 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import jax
 import numpy as np
 
 from .runlog import RunLog
 
 
 class TrainLogWindow:
-    """Averages per-round metrics (arrays over seeds) between train.csv rows and measures throughput."""
+    """Averages per-round metrics (arrays over seeds) between train.csv rows and measures throughput.
+
+    The rounds' metrics may stay on the device: they are fetched together, once per row."""
 
     def __init__(self, env_step: int, log_freq: int):
         self.log_freq = log_freq
         self._reset(env_step)
 
     def _reset(self, env_step):
-        self.sums, self.rounds, self.updates = {}, 0, 0
+        self.pending, self.rounds, self.updates = [], 0, 0
         self.step0, self.clock0 = env_step, time.time()
         self.next_row = (env_step // self.log_freq + 1) * self.log_freq
 
     def add(self, metrics: dict, num_updates: int):
         if metrics:
-            for k, v in metrics.items():
-                self.sums[k] = self.sums.get(k, 0.0) + v
+            self.pending.append(metrics)
             self.rounds += 1
             self.updates += num_updates
 
@@ -42,7 +44,11 @@ class TrainLogWindow:
         if self.rounds == 0:
             return None
         elapsed = max(time.time() - self.clock0, 1e-9)
-        row = {k: v / self.rounds for k, v in self.sums.items()}
+        sums = {}
+        for metrics in jax.device_get(self.pending):  # one transfer for the window, summed in round order
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+        row = {k: v / self.rounds for k, v in sums.items()}
         row.update(updates_per_s=self.updates / elapsed, env_steps_per_s=(env_step - self.step0) / elapsed)
         self._reset(env_step)
         return row

@@ -47,15 +47,37 @@ class WorldModel(eqx.Module):
     glass: Optional[glass_lib.GlassParams] = None  # None: Glass off (same pytree as vanilla TD-MPC2)
     q_offsets: Optional[jax.Array] = None  # (K, num_bins) mixture-of-experts Q offsets (research log 10.5)
     cluster_input: bool = eqx.field(static=True, default=False)  # phase v: c(z) @ S joins the pi and Q inputs
+    # multitask.task_heads (10.8): T > 0 tasks, each with its own reward and Q output layer. The latent then carries
+    # the task one-hot (the observation's last T entries) after its d learned entries, z = [core, task] (d + T),
+    # so every caller (losses, planner, videos) keeps passing one z; dynamics copies the task part unchanged.
+    num_task_heads: int = eqx.field(static=True, default=0)
+
+    def core(self, z):
+        """The learned part of a latent (..., d): z itself, or z without the task one-hot with task heads."""
+        return z[..., :z.shape[-1] - self.num_task_heads] if self.num_task_heads else z
+
+    def _task(self, z):
+        return z[..., z.shape[-1] - self.num_task_heads:]
+
+    def _select_task(self, z, logits):
+        """Per-task logits (..., T * bins) -> the latent's task's (..., bins); plain logits pass through."""
+        if not self.num_task_heads:
+            return logits
+        per_task = logits.reshape(logits.shape[:-1] + (self.num_task_heads, self.num_bins))
+        return jnp.einsum("...tb,...t->...b", per_task, self._task(z))
 
     def encode(self, obs):
+        if self.num_task_heads:
+            return jnp.concatenate([self.encoder(obs), obs[..., obs.shape[-1] - self.num_task_heads:]], -1)
         return self.encoder(obs)
 
     def next(self, z, a):
+        if self.num_task_heads:
+            return jnp.concatenate([self.dynamics(jnp.concatenate([self.core(z), a], -1)), self._task(z)], -1)
         return self.dynamics(jnp.concatenate([z, a], -1))
 
     def reward_logits(self, z, a):
-        return self.reward(jnp.concatenate([z, a], -1))
+        return self._select_task(z, self.reward(jnp.concatenate([self.core(z), a], -1)))
 
     def decode(self, logits):
         return tmath.two_hot_inv(logits, self.num_bins, self.vmin, self.vmax)
@@ -65,7 +87,7 @@ class WorldModel(eqx.Module):
 
     def cluster_membership(self, z):
         """Soft cluster membership sum_n c_n S_nk of latents (..., d) -> (..., K)."""
-        c = glass_lib.soft_assignment(z, self.glass.mu, self.tau_p)
+        c = glass_lib.soft_assignment(self.core(z), self.glass.mu, self.tau_p)
         return c @ glass_lib.cluster_matrix(self.glass.assign_logits)
 
     def cluster_features(self, z):
@@ -80,10 +102,12 @@ class WorldModel(eqx.Module):
 
     def policy_input(self, z):
         """What the policy prior reads: z (..., d), or [z, cluster features] (..., d + K) with cluster_input."""
-        return jnp.concatenate([z, self.cluster_features(z)], -1) if self.cluster_input else z
+        core = self.core(z)
+        return jnp.concatenate([core, self.cluster_features(z)], -1) if self.cluster_input else core
 
     def _q_input(self, z, a):
-        parts = [z, a, self.cluster_features(z)] if self.cluster_input else [z, a]
+        core = self.core(z)
+        parts = [core, a, self.cluster_features(z)] if self.cluster_input else [core, a]
         return jnp.concatenate(parts, -1)
 
     def _moe_offset(self, z):
@@ -97,15 +121,15 @@ class WorldModel(eqx.Module):
 
     def q_logits(self, z, a, dropout_key=None, qs: Optional[MLP] = None):
         """All heads: (num_q, ..., num_bins). `qs` swaps in other parameters (the target ensemble)."""
-        return ensemble_logits(self.qs if qs is None else qs, self._q_input(z, a), dropout_key) \
-            + self._moe_offset(z)
+        logits = ensemble_logits(self.qs if qs is None else qs, self._q_input(z, a), dropout_key)
+        return self._select_task(z, logits) + self._moe_offset(z)
 
     def q_value(self, z, a, key, reduce: str, dropout_key=None, qs: Optional[MLP] = None):
         """Decoded value (...,) of two randomly chosen heads, reduced by 'min' or 'avg' (TD-MPC2's 2-of-num_q)."""
         qs = self.qs if qs is None else qs
         num_q = qs.out.weight.shape[0]
         pair = jax.random.choice(key, num_q, (2,), replace=False)
-        logits = ensemble_logits(select_heads(qs, pair), self._q_input(z, a), dropout_key)
+        logits = self._select_task(z, ensemble_logits(select_heads(qs, pair), self._q_input(z, a), dropout_key))
         values = self.decode(logits + self._moe_offset(z))
         return values.min(0) if reduce == "min" else values.mean(0)
 
@@ -141,17 +165,19 @@ def make_networks(cfg: Config, obs_dim: int, act_dim: int, key) -> tuple[WorldMo
     enc_hidden = (d.enc_dim,) * max(d.num_enc_layers - 1, 1)
     za = d.latent_dim + act_dim
     extra = g.num_clusters if g.enabled and g.cluster_input else 0  # phase v: cluster features for pi and Q
+    heads = len(cfg.multitask.tasks) if cfg.multitask.task_heads else 0  # 10.8: one output layer per task
+    outs = m.num_bins * max(heads, 1)
     world = WorldModel(
         encoder=MLP(obs_dim, enc_hidden, d.latent_dim, k_enc, out_activation="simnorm", simnorm_dim=m.simnorm_dim),
         dynamics=MLP(za, (d.mlp_dim, d.mlp_dim), d.latent_dim, k_dyn, out_activation="simnorm",
                      simnorm_dim=m.simnorm_dim),
-        reward=MLP(za, (d.mlp_dim, d.mlp_dim), m.num_bins, k_rew, zero_last=True),
-        qs=make_q_ensemble(za + extra, d.mlp_dim, m.num_bins, d.num_q, m.dropout, k_q),
+        reward=MLP(za, (d.mlp_dim, d.mlp_dim), outs, k_rew, zero_last=True),
+        qs=make_q_ensemble(za + extra, d.mlp_dim, outs, d.num_q, m.dropout, k_q),
         num_bins=m.num_bins, vmin=m.vmin, vmax=m.vmax, tau_p=g.tau_p,
         glass=(glass_lib.init_params(k_glass, d.latent_dim, g.num_prototypes, g.num_clusters, g.num_super,
                                      m.simnorm_dim) if g.enabled else None),
         q_offsets=jnp.zeros((g.num_clusters, m.num_bins)) if g.enabled and g.moe_q else None,
-        cluster_input=bool(extra),
+        cluster_input=bool(extra), num_task_heads=heads,
     )
     policy = Policy(MLP(d.latent_dim + extra, (d.mlp_dim, d.mlp_dim), 2 * act_dim, k_pi), act_dim, m.log_std_min,
                     m.log_std_max)

@@ -4,7 +4,8 @@
 
 Phases (their own phases/ folder, so the tests do not depend on the repository's phase files):
 - alpha: benchmark-fair Glass phase, seeds 1, 2, 3, 5 in runs/alpha/default/ and seed 4 filed under the alias
-  `alpha_old` (merged into alpha); seed 1 has Glass diagnostics in train.csv, events and a video; seed 3 is
+  `alpha_old` (merged into alpha); seed 1 has Glass diagnostics in train.csv, events and a video with its
+  summary JSON (a stable foot-hop: gait, K stability during hops, basin); seed 3 is
   still running (fewer evaluations); every alpha seed reaches >= 500 at its best (G1) and seed 2 >= 600 (G2);
 - beta: benchmark-unfair, variants k64 (2 seeds) and k128 (2 seeds), Glass off; one k128 seed failed.
 Scores follow a known rising line per phase and seed, so what the page shows can be checked by eye.
@@ -125,6 +126,24 @@ def write_video(path: Path, frames: int = 30, fps: int = 10, codec: str = "libx2
     return path
 
 
+VIDEO_STEP = 500_000
+
+
+def video_summary(run: str, env_step: int = VIDEO_STEP, **changes) -> dict:
+    """What tdmpc_glass/video writes as <stem>_summary.json for a hopper episode (the gait part of it): a foot-hop
+    of 14 hop cycles with one K during hops, the stable-hop basin."""
+    summary = {
+        "run": run, "checkpoint": "(training state at this evaluation)", "checkpoint_env_step": env_step,
+        "task": "hopper-hop", "steps": 500, "return": 583.2, "glass": True, "policy": "mppi",
+        "gait": "foot-hop", "gait_fractions": {"foot-hop": 0.84, "knee-walk": 0.0, "stand": 0.1, "fallen": 0.06},
+        "drop_steps": 9, "hop_steps": 410, "hop_cycles_in_hops": 14, "hop_k_switches": 0,
+        "hop_k_switches_per_cycle": 0.0, "hop_distinct_k": 1, "hop_dominant_k": 3, "hop_dominant_k_fraction": 1.0,
+        "hop_k_stable": True, "basin": "stable-hop",
+    }
+    summary.update(changes)
+    return summary
+
+
 def make_runs_root(base: Path, video: bool = True) -> tuple[Path, Path]:
     """(runs root, phases dir) under `base`."""
     root, phases = base / "runs", base / "phases"
@@ -150,7 +169,9 @@ def make_runs_root(base: Path, video: bool = True) -> tuple[Path, Path]:
                                                                seed),
                      status="failed" if seed == 2 and variant == "k128" else "done")
     if video:
-        write_video(seed1 / VIDEOS / "eval_step_500000.mp4")
+        write_video(seed1 / VIDEOS / f"eval_step_{VIDEO_STEP}.mp4")
+        (seed1 / VIDEOS / f"eval_step_{VIDEO_STEP}_summary.json").write_text(
+            json.dumps(video_summary("alpha/default/seed1"), indent=1) + "\n")
     return root, phases
 
 

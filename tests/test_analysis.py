@@ -584,3 +584,93 @@ def test_curves_script_writes_png_and_errors(root, phases_dir, tmp_path, capsys)
     assert code == 2 and "no values of 'no_such_column'" in capsys.readouterr().err
     code = curves.main(["--runs", str(tmp_path / "nowhere"), "--phases", "alpha"])
     assert code == 2 and capsys.readouterr().err.startswith("error: runs root")
+
+
+# ---- goal lines only for the goal task; the phase card's summary ----------------------------------------------
+
+def set_task(run: Path, task: str) -> None:
+    record = yaml.safe_load((run / CONFIG).read_text())
+    record["config"]["task"] = task
+    (run / CONFIG).write_text(yaml.safe_dump(record))
+
+
+@pytest.fixture
+def two_tasks(tmp_path: Path) -> Path:
+    """hop (hopper-hop) and pole (cartpole-swingup), two seeds each, scores well above 600 for cartpole."""
+    root = tmp_path / "runs"
+    for seed in (1, 2):
+        make_run(root, "hop", seed, [300.0, 450.0 + seed], meta={"name": "hop"})
+        set_task(make_run(root, "pole", seed, [700.0, 840.0 + seed], meta={"name": "pole"}), "cartpole-swingup")
+    return root
+
+
+def goal_lines(fig) -> list:
+    return sorted(line.get_gid() for line in fig.axes[0].get_lines() if (line.get_gid() or "").startswith("goal:"))
+
+
+def test_goal_lines_only_on_plots_of_the_goal_task(two_tasks, tmp_path, capsys):
+    from analysis import dashboard_figures as figs
+
+    assert curves.GOAL_TASK == "hopper-hop"
+    loaded = runs_mod.load_runs(two_tasks, phases_dir=None)
+    hop = [r for r in loaded if r.phase == "hop"]
+    pole = [r for r in loaded if r.phase == "pole"]
+    assert {r.task for r in hop} == {"hopper-hop"} and {r.task for r in pole} == {"cartpole-swingup"}
+    for chosen, expected in (({"hop": hop}, ["goal:500", "goal:600"]), ({"pole": pole}, []),
+                             ({"hop": hop, "pole": pole}, ["goal:500", "goal:600"])):
+        fig = curves.plot_curves(chosen, "mppi_return", reps=20)
+        assert goal_lines(fig) == expected, chosen.keys()
+        texts = [t.get_text() for t in fig.axes[0].texts]
+        assert ("G1 threshold 500 (hopper-hop)" in texts) == bool(expected)
+        curves.plt.close(fig)
+        shapes = figs.curves_figure(chosen, "mppi_return", reps=20)["layout"]["shapes"]
+        assert sorted(s["y0"] for s in shapes) == ([500.0, 600.0] if expected else [])
+    # the run page's evaluation figure follows the run's task; an unknown task draws no goals
+    assert len(figs.run_eval_figure(hop[0].eval, "hop", hop[0].task)["layout"]["shapes"]) == 2
+    assert figs.run_eval_figure(pole[0].eval, "pole", pole[0].task)["layout"]["shapes"] == []
+    assert figs.run_eval_figure(pole[0].eval, "pole")["layout"]["shapes"] == []
+    # the pi score is a return too: the same goal lines
+    fig = curves.plot_curves({"hop": hop}, "pi_return", reps=20)
+    assert goal_lines(fig) == ["goal:500", "goal:600"]
+    curves.plt.close(fig)
+    out = tmp_path / "pole.png"
+    assert curves.main(["--runs", str(two_tasks), "--phases", "pole", "--out", str(out), "--reps", "20"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_phase_card_shows_the_description_summary_once(tmp_path):
+    """A description opens with a one-line summary, then a paragraph restating it: the phase picker shows the
+    summary once (the whole description on hover)."""
+    from analysis import dashboard_curves
+
+    phases = tmp_path / "phases"
+    phases.mkdir()
+    (phases / "sweep.yaml").write_text(
+        "name: sweep\n"
+        "description: >-\n"
+        "  K_UPDATE sweep at NS=2048: 0.25 / 0.5 / 1 update per env step.\n"
+        "\n"
+        "  K_UPDATE sweep at NS=2048: 0.25 / 0.5 / 1 update per env step, as the research log's iteration 7\n"
+        "  ran it, seeds 1-3.\n")
+    summary = "K_UPDATE sweep at NS=2048: 0.25 / 0.5 / 1 update per env step."
+    root = tmp_path / "runs"
+    make_run(root, "sweep", 1, [100.0], meta={"name": "sweep"})  # no description in the run record
+    record = yaml.safe_load((phases / "sweep.yaml").read_text())
+    make_run(root, "sweep", 2, [120.0], meta={"name": "sweep", "description": record["description"]})
+    names = runs_mod.PhaseNames(runs_mod.phase_catalogue(phases))
+    assert names.catalogue["sweep"].summary == summary
+    loaded = runs_mod.load_runs(root, names=names)
+    assert [r.summary for r in loaded] == [summary, summary]
+    assert all(r.description.startswith(summary + " K_UPDATE sweep") for r in loaded)  # the whole text is kept
+    option = dashboard_curves.phase_options(loaded, names)[0]["label"]
+    desc = next(child for child in option.children if getattr(child, "className", None) == "desc")
+    assert desc.children == summary and desc.title == loaded[0].description
+
+    def text(node) -> str:
+        if isinstance(node, str):
+            return node
+        if isinstance(node, (list, tuple)):
+            return " ".join(text(n) for n in node)
+        return text(getattr(node, "children", None) or "")
+
+    assert text(option).count("K_UPDATE sweep") == 1

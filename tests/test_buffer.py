@@ -69,3 +69,24 @@ def test_sampling_is_jittable_and_vmappable_over_seeds():
     assert batch.obs.shape == (2, H + 1, 64, 2)
     for s in range(2):
         check_slices(jax.tree.map(lambda x: x[s], batch))
+
+
+def test_longer_slices_and_their_episode_ids_for_the_glass_terms():
+    """Issue 12 item 4/5: the Glass terms' own batch of longer slices (glass.slice_len = L frames) stays inside
+    episodes, and slice_episodes names the episode of exactly the slices `sample` draws with the same key."""
+    buf = fill([[30, 12, 40], [25, 50, 9]], capacity=400)
+    key = jax.random.PRNGKey(5)
+    L = 10
+    batch = replay.sample(buf, key, 256, L - 1)
+    obs = np.asarray(batch.obs)  # (L, B, 2)
+    assert obs.shape == (L, 256, 2)
+    assert (obs[..., 0] == obs[0, :, 0]).all()
+    np.testing.assert_array_equal(obs[..., 1], obs[0, :, 1] + np.arange(L)[:, None])
+    ids = np.asarray(replay.slice_episodes(buf, key, 256, L - 1))  # (B, 2) [env, linear row of the reset row]
+    episode = obs[0, :, 0]  # e * 1000 + episode index within env e
+    np.testing.assert_array_equal(ids[:, 0], episode // 1000)
+    same_id = (ids[:, None, :] == ids[None, :, :]).all(-1)
+    np.testing.assert_array_equal(same_id, episode[:, None] == episode[None, :])
+    # the same key with the TD length gives the TD batch itself
+    td = replay.sample(buf, key, 256, H)
+    assert td.glass_obs is None and td.glass_episode is None and len(jax.tree.leaves(td)) == 3

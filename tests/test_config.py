@@ -1,5 +1,6 @@
 """Config loading: layers of dotted overrides over the schema, type-checked by OmegaConf, one-line errors."""
 import dataclasses
+import itertools
 
 import pytest
 import yaml
@@ -86,6 +87,11 @@ def test_cross_field_check_errors_name_the_resolved_config():
     ("lambda_contrast", -1.0, "must be >= 0"), ("intrinsic_coef", -0.1, "must be >= 0"),
     ("graph_eps", -1e-6, "must be >= 0"), ("window", 0, "must be >= 1"),
     ("intrinsic_decay_until", 0, "must be null or >= 1"),
+    ("window_form", "mean", "'mean' is not one of mi, average"), ("slice_len", 1, "must be null or >= 2 frames"),
+    ("contrast_sim", "l2", "'l2' is not one of cosine, dot"),
+    ("contrast_label", "toe", "'toe' is not one of pattern, binary"),
+    ("contrast_pairs", "all", "'all' is not one of label, episode"),
+    ("active_rule", "hard", "'hard' is not one of argmax, soft"),
 ])
 def test_bad_glass_values_name_the_key_in_one_line(key, value, why):
     """Each glass.* key's allowed values, checked once (GlassConfig.validate), with Glass on or off."""
@@ -94,11 +100,22 @@ def test_bad_glass_values_name_the_key_in_one_line(key, value, why):
         assert message.startswith(f"resolved config: glass.{key}: ") and why in message, message
 
 
-def test_glass_window_must_fit_a_sampled_slice_when_its_loss_is_on():
-    layers = {"horizon": 3, "glass.window": 5}
-    assert build_config([("p.yaml", layers)]).glass.window == 5  # the loss is off: only the diagnostic, clamped
-    assert error_of([("p.yaml", {**layers, "glass.lambda_window": 1e-3})]) == (
-        "resolved config: glass.window: 5 must be in [1, horizon + 1 = 4] (windows lie inside one sampled slice)")
+def test_glass_windows_of_5_to_10_frames_are_independent_of_the_td_horizon():
+    """Issue 12 item 4. Before: glass.window > horizon + 1 = 4 with the loss on was an error (windows lay inside
+    the TD batch's slices). Now the Glass terms get slices of their own: W = 5..10 resolves whatever the horizon,
+    the default slice length grows to the window's frames, and only an explicit glass.slice_len can be too short."""
+    for window, form in itertools.product(range(5, 11), ("mi", "average")):
+        cfg = build_config([("p.yaml", {"horizon": 3, "glass.enabled": True, "glass.lambda_window": 1e-3,
+                                        "glass.window": window, "glass.window_form": form})])
+        assert cfg.glass.slice_frames(cfg.horizon) == window + (form == "average") > cfg.horizon + 1
+    defaults = build_config([])
+    assert defaults.glass.window == 4 and defaults.glass.slice_frames(defaults.horizon) == defaults.horizon + 1
+    layers = {"horizon": 3, "glass.window": 8, "glass.lambda_window": 1e-3, "glass.window_form": "average"}
+    assert error_of([("p.yaml", {**layers, "glass.slice_len": 8})]) == (
+        "resolved config: glass.window: 8 (average: 9 frames) does not fit in glass.slice_len = 8 frames "
+        "(windows lie inside one Glass slice)")
+    assert error_of([("p.yaml", {**layers, "glass.slice_len": 600})]).startswith(
+        "resolved config: glass.slice_len: 600 frames do not fit in one episode")
 
 
 def test_config_error_is_a_value_error():

@@ -25,7 +25,7 @@ import pytest
 
 pytest.importorskip("dash", reason="the dashboard extra is not installed (pip install -e '.[dashboard]')")
 
-from dashboard_runs import EVAL_HEADER, make_runs_root  # noqa: E402  (tests/ is on sys.path under pytest)
+from dashboard_runs import EVAL_HEADER, make_runs_root, video_summary  # noqa: E402  (tests/ is on sys.path)
 
 from analysis import curves, dashboard, dashboard_run, seed_stats  # noqa: E402
 from analysis import dashboard_figures as figs  # noqa: E402
@@ -151,6 +151,55 @@ def test_run_urls_round_trip(generated):
     assert dashboard_run.parse_run_path("/run/beta/k128/seed2") == ("beta", "k128", 2)
     for other in ("/run/beta/k128", "/run/beta/k128/2", "/run/beta/k128/seedx", "/ledger", "/run/a/b/seed1/c"):
         assert dashboard_run.parse_run_path(other) is None, other
+
+
+def test_video_gait_lines_and_run_basin(tmp_path):
+    """Each video's gait line and the run's basin come from the summary JSONs next to the videos: the basin of the
+    latest checkpoint with videos, the most common one among its episodes."""
+    import dash
+
+    def text(component) -> str:
+        if isinstance(component, (list, tuple)):
+            return "".join(text(c) for c in component)
+        if isinstance(component, dash.development.base_component.Component):
+            return text(getattr(component, "children", None) or "")
+        return "" if component is None else str(component)
+
+    folder = tmp_path / "videos"
+    summaries = {"a_ep0": video_summary("r", 100_000, basin="knee-walk", gait="knee-walk"),
+                 "b_ep0": video_summary("r", 200_000),
+                 "b_ep1": video_summary("r", 200_000, hop_k_switches_per_cycle=3.5, hop_distinct_k=4,
+                                        hop_k_stable=False, basin="unstable-hop"),
+                 "b_ep2": video_summary("r", 200_000)}
+    for stem, summary in summaries.items():
+        (folder / f"{stem}_summary.json").parent.mkdir(exist_ok=True)
+        (folder / f"{stem}_summary.json").write_text(json.dumps(summary))
+    videos = [folder / f"{stem}.mp4" for stem in summaries]
+    read = [dashboard_run.read_summary(v) for v in videos]
+    assert dashboard_run.run_basin(read) == "stable-hop (2 of 3 episodes at env step 200000, the latest with videos)"
+    assert dashboard_run.run_basin(read[:2]).startswith("stable-hop (1 of 1 episodes at env step 200000")
+    assert dashboard_run.run_basin([None, {"unreadable": "x"}]) is None
+    line = text(dashboard_run.video_gait(read[2]))
+    assert line == "gait foot-hop | hop K: 3.50 switches/cycle over 14 hop cycles, 4 K (unstable) | basin unstable-hop"
+    assert text(dashboard_run.video_gait(video_summary("r", glass=False, hop_k_stable=None, basin="hop"))).startswith(
+        "gait foot-hop | hop K: - (Glass off) | basin hop")
+    assert text(dashboard_run.video_gait(video_summary("r", gait=None, basin=None))) == "gait: - (hopper only)"
+    assert text(dashboard_run.video_gait(None)) == "no summary JSON"
+    grid = {"grid": ["x", "y"], "runs": [video_summary("x"), video_summary("y", basin="knee-walk", gait="knee-walk")]}
+    assert [text(c).split(" |")[0] for c in dashboard_run.video_gait(grid)] == ["x: gait foot-hop", "y: gait knee-walk"]
+
+    # the generated summary uses the keys a real hopper episode's summary has
+    from tdmpc_glass.video.rollout import Episode
+
+    T = 6
+    episode = Episode(task="hopper-hop", glass=True, num_clusters=8, action_repeat=2, control_dt=0.02, episode_seed=0,
+                      policy="mppi", obs=np.zeros((T, 15)), latents=np.zeros((T, 4)), actions=np.zeros((T, 4)),
+                      rewards=np.zeros(T, np.float32), k=np.zeros(T, np.int32), n_star=np.zeros(T, np.int32),
+                      touch=np.zeros((T, 2), np.float32), height=np.ones(T), stand_height=0.6, speed=np.zeros(T),
+                      physics=np.zeros((2 * T, 14)), knee_height=np.full(T, 0.36), torso_height=np.ones(T),
+                      torso_up=np.ones(T))
+    real = set(episode.summary()) | {"run", "checkpoint", "checkpoint_env_step", "task"}
+    assert set(video_summary("r")) <= real, set(video_summary("r")) - real
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
@@ -345,6 +394,13 @@ def test_run_page_shows_diagnostics_events_and_plays_its_video(browser, live):
                                                                           error: v.error && v.error.code}));
     """)
     assert state.get("ready", 0) >= 2 and state.get("time", 0) > 0, state  # decoded and playing (H.264 mp4)
+    # next to the video: its episode's gait, K stability during hops and basin (from its summary JSON), and the
+    # run's basin above the videos
+    gait = wait_for(lambda: browser.execute_script("const e = document.querySelector('.videos .video-gait');"
+                                                   "return e && e.innerText"), "the video's gait line")
+    assert gait == "gait foot-hop | hop K: 0.00 switches/cycle over 14 hop cycles, 1 K (stable) | basin stable-hop"
+    basin = browser.execute_script("return document.getElementById('run-basin').innerText")
+    assert basin == "run basin: stable-hop (1 of 1 episodes at env step 500000, the latest with videos)"
     # a running run shows its ETA from env_steps_per_s
     goto(browser, live, "/run/alpha/default/seed3")
     wait_for(lambda: browser.execute_script("const e = document.getElementById('kv-folder');"

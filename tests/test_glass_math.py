@@ -524,7 +524,7 @@ def test_glass_losses_default_terms_and_diagnostics():
         return dict(se=g.structural_entropy(a, s), resistance=g.resistance(a, s),
                     switch=g.k_switch_rate(g.k_label(z, params.mu, s)), window=g.window_consistency_loss(c, 4),
                     proto=g.prototype_balance_loss(c), cluster=g.cluster_balance_loss(c, s),
-                    temp=g.temporal_loss(z[:-1], z[1:]), active=g.active_prototypes(c))
+                    temp=g.temporal_loss(z[:-1], z[1:]), active=g.active_prototypes(c, rule="argmax"))
 
     total, info = jax.jit(g.glass_losses)(params, z)  # the default settings: those of the glass.* schema
     ref = {k: float(v) for k, v in reference(params, z).items()}
@@ -599,7 +599,12 @@ def test_every_term_finite_with_gradients_to_exactly_the_intended_parameters(gra
     else:
         assert float(terms["loss_se"]) == pytest.approx(float(info["se_hier"]), abs=1e-6)
     assert float(info["se"]) != float(info["se_hier"])
-    assert int(info["active_prototypes"]) == 7  # the prototype pointing away from every latent is inactive
+    # the prototype pointing away from every latent is inactive (default rule argmax: never a nearest anchor;
+    # rule soft: its assignment mass is ~e^-5 of the others')
+    c = g.soft_assignment(z, params.mu, cfg.tau_p)
+    nearest = np.asarray(jnp.argmax(c, axis=-1)).ravel()
+    assert int(info["active_prototypes"]) == int(np.sum(np.bincount(nearest, minlength=8) / nearest.size > 1 / 16))
+    assert (nearest != 7).all() and int(g.active_prototypes(c, rule="soft")) == 7
 
 
 def test_neg_resistance_has_the_same_cluster_gradient_as_h2():
@@ -678,3 +683,126 @@ def test_init_params_shapes():
     assert p.mu.shape == (16, 64) and p.assign_logits.shape == (16, 8) and p.super_logits.shape == (8, 2)
     np.testing.assert_allclose(np.asarray(p.mu.reshape(16, 8, 8).sum(-1)), 1.0, rtol=1e-5)  # SimNorm-shaped
     assert float(jnp.std(p.assign_logits)) > 0.1  # symmetry broken: S is not exactly uniform
+
+
+# ----------------------------------------------------------------------------------------------- issue 12
+def _entropy64(x):
+    x = np.asarray(x, np.float64)
+    return -float(np.sum(np.where(x > 0, x * np.log(np.where(x > 0, x, 1.0)), 0.0)))
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_window_average_form_is_the_logs_formula_read_literally(window):
+    """10.2 as the log writes it: E_t[ H(1/W sum_{tau=t}^{t+W} c_tau) - 1/W sum_{tau=t}^{t+W} H(c_tau) ], W+1
+    frames, both sums over W; equal to (W+1)/W MI(W+1 frames) - (W+1)/W log((W+1)/W)."""
+    rng = np.random.default_rng(window)
+    T, B, N = 9, 3, 5
+    c = rng.dirichlet(np.full(N, 0.7), (T, B)).astype(np.float32)
+    ref = np.mean([_entropy64(c[t:t + window + 1, b].sum(0) / window)
+                   - sum(_entropy64(c[tau, b]) for tau in range(t, t + window + 1)) / window
+                   for t in range(T - window) for b in range(B)])
+    got = float(g.window_consistency_loss(jnp.asarray(c), window, "average"))
+    assert got == pytest.approx(ref, rel=1e-4, abs=1e-5)
+    a = (window + 1) / window
+    mi = float(g.window_consistency_loss(jnp.asarray(c), window + 1, "mi"))
+    assert got == pytest.approx(a * mi - a * math.log(a), rel=1e-4, abs=1e-5)
+    with pytest.raises(ValueError, match="9 frames"):
+        g.window_consistency_loss(jnp.asarray(c[:8]), 8, "average")
+
+
+def test_binary_contact_label_is_foot_on_ground():
+    """10.3's label "foot on ground vs. not" (glass.contrast_label binary) beside the toe + 2 heel pattern."""
+    thr = g.CONTACT_THRESHOLD
+    obs = np.zeros((4, 3), np.float32)
+    obs[1, 1] = obs[2, 2] = obs[3, 1] = obs[3, 2] = thr + 1.0  # airborne, toe, heel, both
+    np.testing.assert_array_equal(np.asarray(g.contact_labels(jnp.asarray(obs), (1, 2))), [0, 1, 2, 3])
+    np.testing.assert_array_equal(np.asarray(g.contact_labels(jnp.asarray(obs), (1, 2), binary=True)), [0, 1, 1, 1])
+
+
+def _nt_xent_reference(c, labels, tau, normalize, slices=None, episodes=None):
+    """Pair lists built with loops; float64."""
+    c = np.asarray(c, np.float64)
+    if normalize:
+        c = c / np.linalg.norm(c, axis=1, keepdims=True)
+    s = c @ c.T / tau
+    m = len(c)
+    anchors = []
+    for i in range(m):
+        pos, neg = [], []
+        for j in range(m):
+            if slices is None:
+                if labels[j] == labels[i] and j != i:
+                    pos.append(j)
+                elif labels[j] != labels[i]:
+                    neg.append(j)
+            else:
+                if labels[j] == labels[i] and slices[j] == slices[i] and j != i:
+                    pos.append(j)
+                if labels[j] != labels[i] or episodes[j] != episodes[i]:
+                    neg.append(j)
+        if pos:
+            anchors.append(np.mean([-s[i, p] + np.log(np.exp(s[i, p]) + sum(np.exp(s[i, n]) for n in neg))
+                                    for p in pos]))
+    return float(np.mean(anchors)) if anchors else 0.0
+
+
+def test_phase_contrastive_pairs_dot_product_and_negatives_across_episodes():
+    """10.3: "positive pairs = two frames within the same gait phase (consecutive frames ...); negatives = frames
+    from different phases or different episodes", similarity c.c'. contrast_pairs "label" (today's) makes a
+    same-label frame of another episode a positive; "episode" makes it a negative, as the log says."""
+    rng = np.random.default_rng(3)
+    M, N = 12, 4
+    c = rng.dirichlet(np.ones(N), M).astype(np.float32)
+    labels = np.array([0, 0, 1, 1, 0, 1, 0, 0, 1, 0, 1, 1])
+    slices = np.repeat(np.arange(4), 3)  # 4 slices of 3 consecutive frames
+    episodes = np.array([0, 0, 0, 1, 1, 1, 0, 0, 0, 2, 2, 2])  # slices 0 and 2 come from one episode
+    for normalize in (True, False):
+        for tau in (0.1, 0.5):
+            got = float(g.phase_contrastive_loss(jnp.asarray(c), jnp.asarray(labels), tau, normalize))
+            assert got == pytest.approx(_nt_xent_reference(c, labels, tau, normalize), rel=1e-4)
+            got = float(g.phase_contrastive_loss(jnp.asarray(c), jnp.asarray(labels), tau, normalize,
+                                                 jnp.asarray(slices), jnp.asarray(episodes)))
+            ref = _nt_xent_reference(c, labels, tau, normalize, slices, episodes)
+            assert got == pytest.approx(ref, rel=1e-4)
+            assert ref != pytest.approx(_nt_xent_reference(c, labels, tau, normalize), rel=1e-3)
+    # two frames with identical c and label in different episodes: a positive today, a negative the log's way
+    c2 = jnp.asarray([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9]], jnp.float32)
+    lab = jnp.asarray([0, 0, 1])
+    pooled = g.phase_contrastive_loss(c2, lab, 0.1)
+    by_episode = g.phase_contrastive_loss(c2, lab, 0.1, True, jnp.asarray([0, 1, 2]))
+    assert float(by_episode) == 0.0  # no anchor has a positive: each frame is its own slice
+    assert float(pooled) > 0.0
+
+
+def _simnorm_latents(rng, centres, counts, noise=0.3):
+    z = np.concatenate([centres[i] + noise * rng.standard_normal((n, centres.shape[1]))
+                        for i, n in enumerate(counts) if n])
+    groups = z.reshape(len(z), -1, 8)
+    return np.asarray(jax.nn.softmax(jnp.asarray(groups), axis=-1)).reshape(len(z), -1)
+
+
+def test_active_prototypes_argmax_fires_on_a_collapsed_seed_and_not_on_a_healthy_one():
+    """10.6 "if active < 4 (K=3 basin), restart". Constructed SimNorm latents (d = 64) near 16 prototype
+    directions: a stuck seed's batch sits at 2 of them, a healthy seed's is spread over 8. The soft-usage rule
+    (the audited one) counts all 16 in both, so the check never fires; the argmax rule counts 2 and 8."""
+    rng = np.random.default_rng(0)
+    d, n_proto = 64, 16
+    logits = 0.7 * rng.standard_normal((n_proto, d))  # SimNorm vectors with cosines near each other, as at init
+    mu = np.asarray(jax.nn.softmax(jnp.asarray(logits.reshape(n_proto, -1, 8)), axis=-1)).reshape(n_proto, d)
+    stuck = _simnorm_latents(rng, logits, [128, 128] + [0] * 14, noise=0.15)
+    healthy = _simnorm_latents(rng, logits, [32] * 8 + [0] * 8, noise=0.15)
+    c_stuck = g.soft_assignment(jnp.asarray(stuck), jnp.asarray(mu), 0.2)
+    c_healthy = g.soft_assignment(jnp.asarray(healthy), jnp.asarray(mu), 0.2)
+    assert int(g.active_prototypes(c_stuck, rule="soft")) == 16  # audited: never < 4
+    assert int(g.active_prototypes(c_healthy, rule="soft")) == 16
+    assert int(g.active_prototypes(c_stuck, rule="argmax")) == 2 < 4  # fires
+    assert int(g.active_prototypes(c_healthy, rule="argmax")) == 8 >= 4  # does not
+    # at initialisation (random anchors, latents of an untrained encoder) the count is what the batch visits
+    S = jnp.eye(n_proto)[:, :8].at[8:, :].set(jnp.eye(8))  # prototype n -> cluster n mod 8
+    assert int(g.active_clusters(c_stuck, S, rule="argmax")) == 2
+    assert int(g.active_clusters(c_healthy, S, rule="argmax")) == 8
+    # the default of the glass.* section, which the update's diagnostic (train.csv active_prototypes) uses
+    assert g.DEFAULT_LOSS.active_rule == "argmax"
+    _, info = g.glass_losses(g.GlassParams(jnp.asarray(mu), jnp.zeros((n_proto, 8))),
+                             jnp.asarray(stuck).reshape(2, 128, d))
+    assert int(info["active_prototypes"]) == 2

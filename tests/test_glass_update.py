@@ -155,3 +155,64 @@ def test_kmeans_init_moves_prototypes_to_data_directions():
     latents = state.world.encode(state.buffer.obs[:500, 0])
     best_cos = lambda mu: float(glass.cosine_similarity(latents, mu).max(-1).mean())
     assert best_cos(after) > best_cos(before)
+
+
+def _jaxpr(cfg, n=1):
+    state = filled_state(cfg)
+    h = agent.Hyper.from_config(cfg)
+    w, p = agent.optimisers(cfg)
+    return str(jax.make_jaxpr(lambda s: agent.run_updates(s, 0, n, h, w, p))(state))
+
+
+def test_default_glass_reads_the_td_batch_and_compiles_the_same_update_as_before_the_new_keys():
+    """Issue 12: every new key at its default (or set to what the default resolves to) changes nothing in the
+    compiled update: no second batch, no episode ids."""
+    cfg = small_config(enabled=True)
+    h = agent.Hyper.from_config(cfg)
+    state = filled_state(cfg)
+    batch = buffer.sample(state.buffer, jax.random.PRNGKey(0), 16, cfg.horizon)
+    extended = agent.glass_batch(state.buffer, batch, jax.random.PRNGKey(0), h)
+    assert extended.glass_obs is None and extended.glass_episode is None
+    assert len(jax.tree.leaves(extended)) == len(jax.tree.leaves(batch)) == 3
+    same = small_config(enabled=True, slice_len=cfg.horizon + 1, window_form="mi", contrast_sim="dot",
+                        contrast_label="binary", contrast_pairs="episode", window=4)
+    assert _jaxpr(same) == _jaxpr(cfg)
+    assert _jaxpr(small_config(enabled=True, slice_len=8)) != _jaxpr(cfg)  # the comparison can fail
+
+
+@pytest.mark.parametrize("form", ["mi", "average"])
+def test_a_window_longer_than_the_horizon_trains_on_its_own_longer_slices(form):
+    """W = 8 with H = 3: the Glass terms read a second batch of 8 (mi) or 9 (average) frame slices; the TD losses
+    still read H+1 = 4 frames."""
+    cfg = small_config(enabled=True, window=8, window_form=form, lambda_window=1e-2)
+    h = agent.Hyper.from_config(cfg)
+    frames = 8 + (form == "average")
+    state = filled_state(cfg)
+    k = jax.random.PRNGKey(3)
+    batch = agent.glass_batch(state.buffer, buffer.sample(state.buffer, k, 16, cfg.horizon), k, h)
+    assert batch.obs.shape[0] == cfg.horizon + 1 and batch.glass_obs.shape == (frames, 16, 15)
+    _, (_, terms) = agent.world_loss(state.world, state.policy, state.target_qs, batch, jax.random.PRNGKey(1), h)
+    _, info = glass.glass_losses(state.world.glass, state.world.encode(batch.glass_obs), h.glass)
+    for name in ("loss_window", "loss_se", "window_mi", "active_prototypes"):
+        assert float(terms[name]) == pytest.approx(float(info[name]), rel=1e-5)
+    lowest = 0.0 if form == "mi" else -(9 / 8) * np.log(9 / 8)  # the average form's minimum (every frame equal)
+    assert float(terms["loss_window"]) > lowest
+    state, metrics = updated(cfg)
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+def test_episode_pairs_in_the_update_read_the_episode_of_each_slice():
+    cfg = small_config(enabled=True, lambda_contrast=1e-2, contrast_pairs="episode", contrast_sim="dot",
+                       contrast_label="binary")
+    h = agent.Hyper.from_config(cfg)._replace(glass=glass.GlassLossConfig.from_config(cfg.glass, (13, 14)))
+    state = filled_state(cfg)
+    k = jax.random.PRNGKey(4)
+    batch = agent.glass_batch(state.buffer, buffer.sample(state.buffer, k, 16, cfg.horizon), k, h)
+    assert batch.glass_obs is None
+    np.testing.assert_array_equal(np.asarray(batch.glass_episode), np.asarray(
+        buffer.slice_episodes(state.buffer, k, 16, cfg.horizon)))
+    _, (_, terms) = agent.world_loss(state.world, state.policy, state.target_qs, batch, jax.random.PRNGKey(1), h)
+    z = state.world.encode(batch.obs)
+    contact = glass.contact_labels(batch.obs, (13, 14), binary=True)
+    _, info = glass.glass_losses(state.world.glass, z, h.glass, contact, batch.glass_episode)
+    assert float(terms["loss_contrast"]) == pytest.approx(float(info["loss_contrast"]), rel=1e-5)

@@ -138,3 +138,76 @@ def test_multitask_run_logs_p_evaluates_on_hop_and_resumes_exactly(tmp_path):
     # p moved off u* for some seed at some point (the controller ran)
     assert any(float(r["task_p_hopper-hop"]) != 0.5 for run in full for r in rows(run / "train.csv"))
     assert_extension_reproduces(cfg, [1, 2], full, tmp_path / "parts", stop_at=160)
+
+
+def _heads_config(task_heads):
+    from tdmpc_glass.config import Config
+
+    cfg = Config()
+    cfg.model.size, cfg.model.enc_dim, cfg.model.mlp_dim, cfg.model.latent_dim, cfg.model.num_q = 1, 32, 32, 16, 2
+    cfg.multitask.tasks, cfg.multitask.task_heads = list(TASKS), task_heads
+    cfg.glass.enabled, cfg.glass.num_prototypes, cfg.glass.num_clusters = True, 6, 3
+    return cfg
+
+
+def test_task_heads_off_is_todays_network_and_on_gives_each_task_its_own_output_layers():
+    """10.8's mitigation "task-specific heads with shared encoder + Glass partition" (multitask.task_heads)."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from tdmpc_glass import glass
+    from tdmpc_glass.world_model import count_params, make_networks
+
+    obs_dim, act_dim, T = 15 + 2, 4, 2
+    off, on = _heads_config(False), _heads_config(True)
+    plain = _heads_config(False)
+    plain.multitask = type(plain.multitask)(tasks=list(TASKS))  # a config written before the key existed
+    key = jax.random.PRNGKey(0)
+    w_off, p_off = make_networks(off, obs_dim, act_dim, key)
+    w_plain, p_plain = make_networks(plain, obs_dim, act_dim, key)
+    assert count_params(off, obs_dim, act_dim) == count_params(plain, obs_dim, act_dim)
+    assert jax.tree.structure((w_off, p_off)) == jax.tree.structure((w_plain, p_plain))
+    assert all(bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree.leaves((w_off, p_off)),
+                                                            jax.tree.leaves((w_plain, p_plain))))
+    bins, mlp, num_q = off.model.num_bins, off.model.mlp_dim, off.model.num_q
+    extra = count_params(on, obs_dim, act_dim)["total"] - count_params(off, obs_dim, act_dim)["total"]
+    assert extra == (T - 1) * bins * (mlp + 1) * (1 + num_q)  # one more output layer per task, reward and Q
+
+    world, policy = make_networks(on, obs_dim, act_dim, key)
+    # output layers start at zero: give them distinct values so the tasks' heads differ
+    world = eqx.tree_at(lambda w: (w.reward.out.weight, w.qs.out.weight), world,
+                        (jax.random.normal(key, world.reward.out.weight.shape),
+                         jax.random.normal(jax.random.PRNGKey(1), world.qs.out.weight.shape)))
+    rng = np.random.default_rng(0)
+    env_obs = rng.standard_normal((5, 15)).astype(np.float32)
+    a = jnp.asarray(rng.uniform(-1, 1, (5, act_dim)), jnp.float32)
+    z = [world.encode(jnp.asarray(with_task_id(env_obs, np.full(5, t), T))) for t in range(T)]
+    assert z[0].shape == (5, 16 + T)
+    np.testing.assert_array_equal(np.asarray(world.core(z[0])), np.asarray(world.encoder(
+        jnp.asarray(with_task_id(env_obs, np.zeros(5, int), T)))))  # one encoder (it reads the id, as without heads)
+    for t in range(T):
+        core_in = jnp.concatenate([world.core(z[t]), a], -1)
+        full_reward = world.reward(core_in).reshape(5, T, bins)
+        full_q = jax.vmap(lambda head: head(core_in))(world.qs).reshape(num_q, 5, T, bins)
+        np.testing.assert_allclose(np.asarray(world.reward_logits(z[t], a)), np.asarray(full_reward[:, t]),
+                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(world.q_logits(z[t], a)), np.asarray(full_q[:, :, t]),
+                                   rtol=1e-5, atol=1e-5)
+        nxt = world.next(z[t], a)
+        np.testing.assert_array_equal(np.asarray(nxt[:, 16:]), np.eye(T)[[t] * 5])  # the task rides along
+        assert world.q_value(nxt, a, key, "min").shape == (5,)
+        assert policy(world.policy_input(nxt), key)[0].shape == (5, act_dim)  # the policy prior stays shared
+    swapped = jnp.concatenate([world.core(z[0]), z[1][:, 16:]], -1)  # task 0's latent read by task 1's heads
+    assert not np.allclose(np.asarray(world.reward_logits(z[0], a)), np.asarray(world.reward_logits(swapped, a)))
+    # Glass sees the learned part only: the same partition for both tasks
+    c0 = glass.soft_assignment(z[0], world.glass.mu)
+    np.testing.assert_allclose(np.asarray(c0), np.asarray(glass.soft_assignment(swapped, world.glass.mu)))
+    np.testing.assert_allclose(np.asarray(c0), np.asarray(glass.soft_assignment(world.core(z[0]), world.glass.mu)))
+
+
+def test_task_heads_need_tasks():
+    single = tiny_config()
+    single.multitask.task_heads = True
+    with pytest.raises(ValueError, match="^multitask.task_heads: "):
+        check(single)

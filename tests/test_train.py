@@ -42,9 +42,11 @@ def test_run_writes_the_runs_layout(trained_runs):
 
 def test_no_retracing_across_rounds(trained_runs):
     # 320 env steps = 4 episodes = 16 rounds of 5 ticks; compiled variants must not grow with the round count
-    # round kinds: no updates yet / seeding burst / regular, each with or without an episode's reset row
-    assert 1 <= trained_runs.traces["round"] <= 5
-    # acting: training planner, eval planner, eval policy prior
+    # step kinds: exploring (no updates, no planning) with or without an episode's reset row (2); mid-round
+    # steps planning the next actions, with or without a reset row (2); the seeding burst; a round's last step
+    # with its updates (1): 6 here, and never more however long the run
+    assert 1 <= trained_runs.traces["round"] <= 6
+    # standalone acting: an episode's first planned step, eval planner, eval policy prior
     assert 1 <= trained_runs.traces["act"] <= 3
 
 
@@ -113,3 +115,51 @@ def test_non_finite_training_marks_the_seed_failed_and_names_the_term(tmp_path):
     # the last good checkpoint is kept: none was written after the failure
     steps = [int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("step_*.npz")]
     assert all(s < bad[0]["env_step"] for s in steps)
+
+
+@pytest.mark.slow
+def test_one_call_per_step_gives_the_two_call_loops_results(trained_runs, tmp_path):
+    # the fused loop (the fixture: the next actions planned inside each step's call) against planning in a call
+    # of its own before each step, the order of the loop before the calls were fused: bit for bit on CPU
+    dirs = [tmp_path / "seed1", tmp_path / "seed2"]
+    trainer = Trainer(trained_runs.cfg, list(trained_runs.seeds), dirs, progress=False, fused=False)
+    try:
+        assert trainer.run() == 0
+    finally:
+        trainer.close()
+    for d, ref in zip(dirs, trained_runs.dirs):
+        assert rows(d / "eval.csv") == rows(ref / "eval.csv")
+        assert rows(d / "train.csv") == rows(ref / "train.csv")
+
+
+def test_random_streams_can_be_held_or_varied_one_at_a_time(tmp_path):
+    import jax
+    import numpy as np
+
+    from tdmpc_glass import agent
+    from tdmpc_glass.train import explore_actions
+
+    def streams(**fields):
+        cfg = tiny_config()
+        for name, value in fields.items():
+            setattr(cfg.streams, name, value)
+        trainer = Trainer(cfg, [1, 2], [tmp_path / "a", tmp_path / "b"], progress=False)
+        try:
+            loop, _ = trainer.restore_or_init()
+            keys = np.asarray(loop.states.key)
+            explore = [explore_actions([s], 0, 2, 4)[0] for s in trainer.run_seeds]
+            return keys, explore, np.asarray(trainer.noise_keys)
+        finally:
+            trainer.close()
+
+    same = lambda a, b: np.array_equal(a, b)
+    keys, explore, noise = streams()  # the default: the run's seed drives all three, as before the keys existed
+    assert same(keys[0], agent.init_state(tiny_config(), 15, 4, 1).key) and same(noise, keys)
+    assert not same(keys[0], keys[1]) and not same(explore[0], explore[1])
+    keys, explore, noise = streams(init=7)  # hold the initialisation, vary exploration and planner noise
+    assert same(keys[0], keys[1]) and same(keys[0], jax.random.PRNGKey(7))
+    assert not same(explore[0], explore[1]) and not same(noise[0], noise[1])
+    keys, explore, noise = streams(explore=5)  # hold exploration
+    assert same(explore[0], explore[1]) and not same(keys[0], keys[1]) and not same(noise[0], noise[1])
+    keys, explore, noise = streams(planner=3)  # hold planner noise
+    assert same(noise[0], noise[1]) and not same(keys[0], keys[1]) and not same(explore[0], explore[1])

@@ -22,6 +22,7 @@ from tdmpc_glass import agent, checkpoint
 from tdmpc_glass import glass as glass_lib
 from tdmpc_glass.acting import jit_act
 from tdmpc_glass.config import derive, to_dict
+from tdmpc_glass.envs.dmc import load as load_env
 from tdmpc_glass.envs.dmc import task_spec
 from tdmpc_glass.planner import PlanSettings
 from tdmpc_glass.resume import config_fingerprint
@@ -29,6 +30,8 @@ from tdmpc_glass.runlayout import CHECKPOINTS, CONFIG, EVAL, VIDEOS
 from tdmpc_glass.train import train
 from tdmpc_glass.video import frames, gl
 from tdmpc_glass.video.recorder import EvalVideoRecorder
+from tdmpc_glass.video import rollout
+from tdmpc_glass.video.recorder import CSV_COLUMNS
 from tdmpc_glass.video.rollout import Episode, RunError, load_run, run_label, select_checkpoint, stack_states
 
 CLI = Path(__file__).resolve().parents[1] / "videos" / "render.py"
@@ -134,6 +137,30 @@ def test_video_frames_and_k_labels(runs, tmp_path):
     assert summary["frames"] == 24 and summary["size"] == [480, 360]
     assert Path(f"{stem}_timeline.png").stat().st_size > 0
 
+    # the hopper's gait columns: the knee and torso measures of each row's own physics state (the state before
+    # that row's first control step, saved in the latents file), and the posture / hop frames they give
+    assert list(rows[0]) == CSV_COLUMNS
+    env = load_env("hopper-hop")
+    body, nq = rollout.HopperBody(env.physics), env.physics.model.nq
+    for t, row in enumerate(rows):
+        state = data["physics"][t * 2]  # action repeat 2
+        with env.physics.reset_context():
+            env.physics.data.qpos[:], env.physics.data.qvel[:] = state[:nq], state[nq:]
+        knee, torso, up = body(env.physics)
+        assert (float(row["knee_height"]), float(row["torso_height"]), float(row["torso_up"])) == pytest.approx(
+            (knee, torso, up), abs=1e-4)
+    touch = np.array([int(r["touch"]) for r in rows], bool)
+    posture = rollout.postures([float(r["knee_height"]) for r in rows], [float(r["torso_up"]) for r in rows], touch)
+    assert [r["gait"] for r in rows] == posture.tolist() and set(posture) <= set(rollout.POSTURES)
+    assert [int(r["hop"]) for r in rows] == rollout.hop_frames(posture)[0].astype(int).tolist()
+    for key in ("gait", "gait_fractions", "drop_steps", "hop_steps", "hop_cycles_in_hops", "hop_k_switches",
+                "hop_k_switches_per_cycle", "hop_distinct_k", "hop_k_stable", "basin", "gait_thresholds"):
+        assert key in summary, key
+    assert summary["gait"] in rollout.GAITS and summary["basin"] in rollout.BASINS
+    assert summary["gait_thresholds"]["knee_down_height_m"] == 0.2
+    assert summary["drop_steps"] == posture.tolist().count("drop")
+    assert {"posture", "hop_frames", "hop_k_stability", "basin"} <= set(summary["definitions"])
+
 
 def test_overlay_changes_pixels_in_its_region(runs, tmp_path):
     args = ("--run", runs[0], "--max-steps", 3, "--policy", "pi", "--height", 120, "--width", 160)
@@ -202,8 +229,10 @@ def test_glass_off_run_renders_without_k(tmp_path):
     assert read_video(stem.with_suffix(".mp4")).shape == (4, 96, 128, 3)  # cartpole: 1 frame per agent step
     rows = read_csv(stem.with_suffix(".csv"))
     assert len(rows) == 4 and all(r["K"] == "" and r["n_star"] == "" and r["touch"] == "" for r in rows)
+    assert all(r[c] == "" for r in rows for c in ("knee_height", "torso_height", "torso_up", "gait", "hop"))
     summary = json.loads(Path(f"{stem}_summary.json").read_text())
     assert summary["glass"] is False and summary["distinct_k"] is None and "Glass is off" in summary["timeline_skipped"]
+    assert summary["gait"] is None and summary["basin"] is None and summary["hop_k_stable"] is None
     assert not Path(f"{stem}_timeline.png").exists()
 
 
@@ -240,6 +269,117 @@ def test_summary_numbers():
     assert [r["touch"] for r in ep.rows()] == [0, 0, 1, 1, 0, 0, 1, 1, 0, 0]
     fps, stride, rows = ep.frame_plan()  # hopper: 0.02 s control steps, 2 frames per agent step at 50 fps
     assert (fps, stride, rows.tolist()) == (50.0, 1, np.repeat(np.arange(10), 2).tolist())
+
+
+# ---- hopper gait: postures from posed physics, gait and basin, K stability during hops -------------------------
+POSES = {  # qpos of dm_control's hopper (suite/hopper.xml); qpos 0 is the straight body, torso origin 1 m up
+    "foot": {"rootz": -0.061},  # straight leg, the foot resting on the floor (foot capsule radius 0.04)
+    "flight": {"rootz": 0.2},  # the same, 0.26 m up
+    "crouch": {"rootz": -0.2, "hip": -np.pi / 6, "knee": np.pi / 3, "ankle": -np.pi / 6},  # a hop's push-off
+    "knee": {"rootz": -0.385, "knee": np.pi / 2},  # kneeling: vertical thigh, calf flat behind, foot down
+    "fallen": {"rooty": np.pi / 2, "rootz": -0.87},  # lying on its back
+}
+
+
+@pytest.fixture(scope="module")
+def posed():
+    """{pose: (knee height, torso height, torso up, touch (2,), task height)} read from the posed physics."""
+    env = load_env("hopper-hop")
+    physics, body, out = env.physics, rollout.HopperBody(env.physics), {}
+    for name, qpos in POSES.items():
+        with physics.reset_context():
+            physics.data.qpos[:] = 0
+            physics.data.qvel[:] = 0
+            for joint, value in qpos.items():
+                physics.named.data.qpos[joint] = value
+        out[name] = (*body(physics), np.asarray(physics.touch(), np.float32), float(physics.height()))
+    return out
+
+
+def hopper_episode(posed, sequence, k=None) -> Episode:
+    """An Episode whose row t has the body measures and touch of the pose sequence[t] (K optional)."""
+    T = len(sequence)
+    pick = [posed[name] for name in sequence]
+    k = None if k is None else np.asarray(k, np.int32)
+    return Episode(task="hopper-hop", glass=k is not None, num_clusters=8 if k is not None else 0, action_repeat=2,
+                   control_dt=0.02, episode_seed=0, policy="mppi", obs=np.zeros((T, 15)),
+                   latents=np.zeros((T, 4)), actions=np.zeros((T, 4)), rewards=np.zeros(T, np.float32), k=k,
+                   n_star=k, touch=np.stack([p[3] for p in pick]), height=np.array([p[4] for p in pick]),
+                   stand_height=0.6, speed=np.zeros(T), physics=np.zeros((2 * T, 14)),
+                   knee_height=np.array([p[0] for p in pick]), torso_height=np.array([p[1] for p in pick]),
+                   torso_up=np.array([p[2] for p in pick]))
+
+
+def test_hopper_body_heights_behind_the_thresholds(posed):
+    """The numbers the README and the summary quote: knee 0.36 m over a grounded straight leg and 0.03-0.04 m on
+    the floor, 0.2 m their midpoint; kneeling upright is `standing` by the task's own 0.6 m measure."""
+    knee_up, knee_down = posed["foot"][0], posed["knee"][0]
+    assert knee_up == pytest.approx(0.36, abs=0.005) and 0.03 <= knee_down <= 0.04
+    assert rollout.KNEE_DOWN_HEIGHT == pytest.approx((0.36 + 0.04) / 2)
+    assert posed["knee"][4] == pytest.approx(0.70, abs=0.01) and posed["knee"][4] >= 0.6
+    assert posed["foot"][1] == pytest.approx(1.0, abs=0.03) and posed["fallen"][1] < 0.2
+    assert posed["crouch"][0] > rollout.KNEE_DOWN_HEIGHT  # a push-off crouch keeps the knee up
+    assert posed["fallen"][2] < rollout.UPRIGHT_COS <= posed["knee"][2]
+    contact = {name: bool((p[3] > glass_lib.CONTACT_THRESHOLD).any()) for name, p in posed.items()}
+    assert contact == {"foot": True, "flight": False, "crouch": True, "knee": True, "fallen": True}
+    ep = hopper_episode(posed, ["foot", "flight", "crouch", "knee", "fallen"])
+    assert ep.posture.tolist() == ["foot", "flight", "foot", "knee", "fallen"]
+
+
+def test_gait_and_basin_of_posed_episodes(posed):
+    drop = ["flight"] * 3
+    hop = drop + (["crouch", "foot", "flight", "flight", "flight"] * 6) + ["foot"]
+    ep = hopper_episode(posed, hop, k=[0] * 3 + [4] * (len(hop) - 3))
+    s = ep.summary()
+    assert ep.posture[:3].tolist() == ["drop"] * 3 and s["drop_steps"] == 3
+    assert (s["gait"], s["hop_cycles_in_hops"], s["hop_k_switches"], s["hop_k_stable"], s["basin"]) == \
+        ("foot-hop", 5, 0, True, "stable-hop")
+    assert s["switches"] == 1  # the drop's K=0 -> 4 is a switch of the episode, not of the hops
+    # the first touchdown ends the drop; hop frames run from the first landing after a flight (row 8) to the last
+    assert [r["hop"] for r in ep.rows()] == [0] * 8 + [1] * (len(hop) - 8)
+    assert hopper_episode(posed, hop).summary()["basin"] == "hop"  # Glass off: no K, no stability verdict
+
+    knee_walk = drop + ["knee", "knee", "knee", "crouch", "flight", "foot"] * 6  # knee-thrusts never close a hop
+    s = hopper_episode(posed, knee_walk, k=[1, 5] * (len(knee_walk) // 2)).summary()
+    assert (s["gait"], s["hop_steps"], s["hop_k_switches"], s["basin"]) == ("knee-walk", 0, None, "knee-walk")
+    assert s["gait_fractions"]["knee-walk"] == pytest.approx(0.5)
+
+    s = hopper_episode(posed, ["foot"] * 30).summary()
+    assert (s["gait"], s["basin"], s["drop_steps"]) == ("stand", "stand", 0)
+    s = hopper_episode(posed, drop + ["foot"] * 4 + ["fallen"] * 20 + ["knee"] * 3).summary()
+    assert (s["gait"], s["basin"]) == ("fallen", "fallen-stuck")
+    s = hopper_episode(posed, ["flight"] * 5).summary()  # nothing but the drop: no gait
+    assert s["gait"] is None and s["basin"] is None and s["gait_fractions"]["foot-hop"] is None
+
+
+def test_k_stability_counts_switches_during_hops_only(posed):
+    """A hop bout, a fall with getting up, another bout: the K flicker of the fall recovery is excluded."""
+    bout = ["foot", "flight", "flight", "foot", "flight", "flight", "foot", "flight", "flight", "foot"]  # 3 cycles
+    recovery = ["fallen"] * 4 + ["knee"] * 3 + ["foot", "foot", "flight"]  # falls, kneels, stands up
+    seq = ["flight"] * 2 + bout + recovery + bout
+    k = [0, 0] + [2] * len(bout) + [5, 6, 5, 7, 6, 7, 5, 1, 3, 1] + [2] * len(bout)
+    ep = hopper_episode(posed, seq, k=k)
+    s = ep.summary()
+    # bout 1 starts at the drop's touchdown: hop frames from its first landing (row 5) to row 11, 2 cycles; the
+    # recovery's flight lands on bout 2's first row: rows 22-31, 3 cycles
+    assert s["hop_cycles_in_hops"] == 5 and s["hop_steps"] == 7 + 10
+    hop = np.array([r["hop"] for r in ep.rows()], bool)
+    assert not hop[12:22].any()  # the fall and the getting up are not hop frames
+    assert s["switches"] == 12 and s["hop_k_switches"] == 0  # every switch of the episode is in the recovery
+    assert (s["hop_distinct_k"], s["hop_dominant_k"], s["hop_dominant_k_fraction"]) == (1, 2, 1.0)
+    assert s["hop_k_stable"] is True and s["basin"] == "stable-hop"
+
+    # inside the hops: a push-off / takeoff pair (Phase-f s1: two switches per cycle) is still stable ...
+    pair = [2, 3, 3, 2, 3, 3, 2, 3, 3, 2]
+    s = hopper_episode(posed, seq, k=[0, 0] + pair + k[12:22] + pair).summary()
+    assert (s["hop_k_switches_per_cycle"], s["hop_distinct_k"], s["hop_k_stable"]) == (2.0, 2, True)
+    # ... a third cluster during hops, or more than two switches per cycle, is not
+    three = [2, 3, 4, 2, 3, 4, 2, 3, 4, 2]
+    s = hopper_episode(posed, seq, k=[0, 0] + three + k[12:22] + three).summary()
+    assert s["hop_distinct_k"] == 3 and s["hop_k_stable"] is False and s["basin"] == "unstable-hop"
+    flicker = [2, 3, 2, 3, 2, 3, 2, 3, 2, 3]
+    s = hopper_episode(posed, seq, k=[0, 0] + flicker + k[12:22] + flicker).summary()
+    assert s["hop_k_switches_per_cycle"] == 3.0 and s["hop_k_stable"] is False
 
 
 def test_backend_order_and_no_backend_is_one_clear_error(monkeypatch):

@@ -13,7 +13,8 @@ writes one side-by-side video grid_<policy>_seed<S>_ep<i>.mp4 (default --out: <c
 
 A run trained with Glass off has no K labels: its frames say "K=- (Glass off)", the CSV's K column is empty
 and the timeline is skipped (said on stderr). Exit codes: 0 done, 2 bad input (no such run, checkpoint
-missing or incompatible: one line `error: ...`), 1 rendering impossible here (no OpenGL backend).
+missing or incompatible: one line `error: ...`), 1 rendering impossible here (no OpenGL backend, or no ffmpeg
+to write the video: one line `error: ...` naming what to install, said before anything is rolled out).
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ Task names are `domain-task`, split on the FIRST hyphen (`ball_in_cup-catch` -> 
 
 Conventions (TD-MPC2's, see DESIGN.md):
 - observation = the observation dict's values flattened and concatenated in their order, float32 (obs_dim,);
-- one agent step applies the (clipped) action `action_repeat` times; its reward is the sum over the repeats;
+- one agent step applies the action (clipped to [-1, 1], then rescaled onto the task's bounds as TD-MPC2 does:
+  `action_rescale`) `action_repeat` times; its reward is the sum over the repeats;
 - episodes belong to the caller: dm_control's time limit is off and nothing ever auto-resets. `reset` takes one
   seed per env and re-seeds the task's RandomState before resetting, so a reset (and every step after it)
   depends only on that seed and the actions, never on the env's history. Resumable training relies on this.
@@ -38,11 +39,26 @@ def _usable_cpus() -> int:
 
 
 def _suite():
-    """dm_control.suite, imported on first use (importing it costs about a second)."""
-    with warnings.catch_warnings():
-        # Stepping needs no OpenGL; without a display the GLFW probe at import time warns about DISPLAY.
-        warnings.filterwarnings("ignore", message=r".*DISPLAY environment variable is missing")
-        from dm_control import suite
+    """dm_control.suite, imported on first use (importing it costs about a second).
+
+    Importing dm_control imports the OpenGL backend that MUJOCO_GL names (PyOpenGL with OSMesa or EGL, or GLFW),
+    though stepping renders nothing: with that backend's library missing, every command would die here. So the
+    import runs with MUJOCO_GL=disable, and the variable is restored at once: processes started later (the
+    render worker, tdmpc_glass/video/gl.py) still get the user's choice. A process that imported dm_control's
+    renderer before (the render worker does, on purpose) keeps the backend it chose.
+    """
+    saved = os.environ.get("MUJOCO_GL")
+    os.environ["MUJOCO_GL"] = "disable"
+    try:
+        with warnings.catch_warnings():
+            # without a display, an import of GLFW (by anything else) warns about DISPLAY
+            warnings.filterwarnings("ignore", message=r".*DISPLAY environment variable is missing")
+            from dm_control import suite
+    finally:
+        if saved is None:
+            os.environ.pop("MUJOCO_GL", None)
+        else:
+            os.environ["MUJOCO_GL"] = saved
     return suite
 
 
@@ -118,6 +134,23 @@ def touch_indices(task: str) -> tuple[int, ...]:
 
 
 # ----------------------------------------------------------------------------------------- envs of one chunk
+# Action bounds at or beyond this magnitude are dm_control's stand-in for "unbounded" (lqr declares +-1e10):
+# those dimensions keep the agent's [-1, 1] action instead of being stretched onto them.
+UNBOUNDED_ACTION = 1e6
+
+
+def action_rescale(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mid, half) such that mid + half * a maps the agent's a in [-1, 1] onto [low, high] per dimension
+    (TD-MPC2 rescales onto the task's bounds; quadruped's are not [-1, 1]): -1 -> low, 0 -> the middle,
+    +1 -> high. None when every bound is already [-1, 1]: the action goes to the simulator unchanged,
+    bit for bit. Dimensions with a bound at or beyond UNBOUNDED_ACTION keep mid 0, half 1."""
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    if np.all(low == -1.0) and np.all(high == 1.0):
+        return None
+    bounded = (np.abs(low) < UNBOUNDED_ACTION) & (np.abs(high) < UNBOUNDED_ACTION)
+    mid = np.where(bounded, (high + low) / 2.0, 0.0)
+    half = np.where(bounded, (high - low) / 2.0, 1.0)
+    return mid, half
 class EnvChunk:
     """`num_envs` envs of one task stepped one after the other in the current process.
 
@@ -142,6 +175,7 @@ class EnvChunk:
         spec = self.envs[0].action_spec() if self.envs else None
         self.low = None if spec is None else np.asarray(spec.minimum, np.float64)
         self.high = None if spec is None else np.asarray(spec.maximum, np.float64)
+        self.rescale = None if spec is None else action_rescale(self.low, self.high)
         self.has_touch = bool(self.envs) and "touch" in self.envs[0].observation_spec()
 
     def reset(self, seeds: np.ndarray, task_ids=None) -> np.ndarray:
@@ -159,7 +193,10 @@ class EnvChunk:
         """actions (n, act_dim) -> (obs (n, obs_dim) float32, reward (n,) float32 summed over the repeats)."""
         obs, rewards, terms = [], [], []
         for env, action in zip(self.envs, actions):
-            action = np.clip(np.asarray(action, np.float64).reshape(self.low.shape), self.low, self.high)
+            action = np.clip(np.asarray(action, np.float64).reshape(self.low.shape), -1.0, 1.0)
+            if self.rescale is not None:  # [-1, 1] onto the task's bounds, as TD-MPC2 does
+                mid, half = self.rescale
+                action = mid + half * action
             total, shaping = 0.0, 0.0
             for _ in range(self.action_repeat):
                 timestep = env.step(action)

@@ -5,7 +5,8 @@ MuJoCo picks its OpenGL backend from MUJOCO_GL when first imported, so frames ar
 caller set one, then egl (a GPU, or Mesa's software EGL on a CPU), then osmesa. The first backend whose probe
 frame renders is kept for the rest of the process; when none works, GLRenderer raises RenderError with one
 line naming each backend's failure and the packages to install. The process that rolls the agent out never
-touches OpenGL.
+touches OpenGL. Videos are written by ffmpeg (through imageio-ffmpeg): GLRenderer checks it is there before any
+worker starts, so a missing ffmpeg is one line naming the fix before anything is rolled out.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import contextlib
 import os
 import pickle
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,7 @@ import numpy as np
 
 BACKENDS = ("egl", "osmesa")
 INSTALL_HINT = "apt-get install libosmesa6 libgl1 libegl1 libegl-mesa0"
+FFMPEG_HINT = "pip install imageio-ffmpeg (it bundles an ffmpeg) or apt-get install ffmpeg"
 WORKER_MODULE = "tdmpc_glass.video.gl_worker"
 START_TIMEOUT_S = 120.0
 CHUNK_FRAMES = 64
@@ -46,6 +49,23 @@ def quiet_fork():
 _WORKING_BACKEND: Optional[str] = None  # the backend that rendered a probe frame in this process
 
 
+def find_ffmpeg() -> str:
+    """The ffmpeg that imageio writes mp4 files with (imageio-ffmpeg's choice: $IMAGEIO_FFMPEG_EXE, its bundled
+    binary, then the system's); RenderError with one line naming the fix when there is none."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise RenderError(f"cannot write videos: imageio-ffmpeg is not installed ({FFMPEG_HINT})") from None
+    try:
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError:
+        raise RenderError(f"cannot write videos: no ffmpeg found ({FFMPEG_HINT})") from None
+    if shutil.which(exe) is None:  # $IMAGEIO_FFMPEG_EXE is taken as it is, unchecked
+        raise RenderError(f"cannot write videos: IMAGEIO_FFMPEG_EXE={exe} is not an executable (unset it, or "
+                          f"{FFMPEG_HINT})")
+    return exe
+
+
 def backend_candidates(chosen: Optional[str] = None, fallbacks: Sequence[str] = BACKENDS) -> list[str]:
     """The backends to try, in order: `chosen` (default: $MUJOCO_GL) when it names one, then the fallbacks."""
     if chosen is None:
@@ -59,11 +79,14 @@ class GLRenderer:
     """A render worker process holding one dm_control env per (task, frame size).
 
     backends: the backends to try in order; by default the one that already worked in this process, else
-    backend_candidates().
+    backend_candidates(). videos: check first that ffmpeg is there to write them (find_ffmpeg).
     """
 
-    def __init__(self, backends: Optional[Sequence[str]] = None):
+    def __init__(self, backends: Optional[Sequence[str]] = None, videos: bool = True):
         global _WORKING_BACKEND
+        self.proc = None
+        if videos:
+            self.ffmpeg = find_ffmpeg()
         if backends is None:
             backends = [_WORKING_BACKEND] if _WORKING_BACKEND else backend_candidates()
         failures = []

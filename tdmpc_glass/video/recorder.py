@@ -3,10 +3,12 @@
 For an episode written under stem X in a folder:
     X.mp4            H.264, real time (about 50 fps, see Episode.frame_plan), the K overlay on every frame
     X.csv            one row per agent step: step, env_step, K, n_star, reward, return, touch, contact_id,
-                     standing, height, speed (K and n_star empty with Glass off)
+                     standing, height, speed, knee_height, torso_height, torso_up, gait, hop (K and n_star
+                     empty with Glass off; the last five empty on tasks other than the hopper)
     X_latents.npz    obs, latents, actions, rewards, k, n_star (-1 with Glass off), touch, physics
     X_timeline.png   K over time with contact/flight shading and occupancy per cluster (skipped with Glass off)
     X_summary.json   run, checkpoint, policy, episode seed, frames, fps, and Episode.summary()'s numbers
+                     (gait, K stability during hops and the basin label among them)
 A grid writes X.mp4 (the runs side by side, labelled), X_timeline.png (one row per run), X_summary.json, and
 per run X_<run label>.csv / _latents.npz.
 """
@@ -26,11 +28,12 @@ import numpy as np
 from ..runlayout import VIDEOS
 from .frames import FrameText, draw_overlay, even, tile
 from .gl import GLRenderer, RenderError, quiet_fork
-from .rollout import Episode, Roller, episode_seed
+from .rollout import (KNEE_DOWN_HEIGHT, MIN_HOP_LANDINGS, STABLE_MAX_DISTINCT_K, STABLE_MAX_SWITCHES_PER_CYCLE,
+                      Episode, Roller, episode_seed)
 from .timeline import timeline_figure
 
 CSV_COLUMNS = ["step", "env_step", "K", "n_star", "reward", "return", "touch", "contact_id", "standing", "height",
-               "speed"]
+               "speed", "knee_height", "torso_height", "torso_up", "gait", "hop"]
 DEFAULT_HEIGHT, DEFAULT_WIDTH = 360, 480
 
 
@@ -137,6 +140,34 @@ def _definitions(ep: Episode) -> dict:
         "hop_cycle": "one flight -> contact transition (a landing)",
         "switch": "a step whose K differs from the previous step's",
         "longest_stable_steps": "the longest run of consecutive steps with one K, in agent steps",
+        **(_gait_definitions() if ep.posture is not None else {"gait": "not defined for this task (hopper only)"}),
+    }
+
+
+def _gait_definitions() -> dict:
+    return {
+        "knee_height": "world z of the knee (body calf's origin), m: 0.36 over a grounded foot with a straight leg, "
+                       "0.03-0.04 with the knee on the floor",
+        "torso_height": "world z of the torso's centre of mass, m (about 1.0 standing, 0.70 kneeling upright, "
+                        "0.1-0.2 lying)",
+        "torso_up": "cos of the torso's lean from vertical (1 upright, 0 lying flat)",
+        "posture": f"per row (CSV column gait): fallen = torso leaning >= 45 deg (torso_up < 0.7071, shaping's "
+                   f"fall term); knee = upright with knee_height < {KNEE_DOWN_HEIGHT} m (shaping's knee term: the "
+                   "midpoint of 0.36 and 0.04); foot = upright, knee up, a foot touch sensor above 1 N; flight = "
+                   "upright, knee up, no touch; drop = the leading flight rows (the spawn drop)",
+        "hop_frames": f"CSV column hop: in each stretch of upright knee-up rows (flight/foot) with at least "
+                      f"{MIN_HOP_LANDINGS} landings (flight -> foot), the rows from its first landing to its last; "
+                      "hop_cycles_in_hops counts the landing-to-landing cycles. Falls, getting up, kneeling and "
+                      "the partial cycles around a stretch are not hop frames",
+        "hop_k_stability": f"switches between consecutive hop frames only (fall recovery excluded), per hop cycle; "
+                           f"stable when <= {STABLE_MAX_SWITCHES_PER_CYCLE:g} switches per cycle (Phase-f s1's "
+                           f"push-off/takeoff pair, section 3) and <= {STABLE_MAX_DISTINCT_K} distinct K during "
+                           "hops",
+        "gait": "the plurality of rows after the drop: hop frames (foot-hop), knee rows (knee-walk), other upright "
+                "rows (stand) or fallen rows (fallen); gait_fractions are those shares",
+        "basin": "the log's basins (section 9.4): stable-hop = foot-hop with stable K during hops, unstable-hop = "
+                 "foot-hop with K oscillating during hops, hop = foot-hop without K (Glass off), knee-walk, stand, "
+                 "fallen-stuck (section 9.5's degenerate basin)",
     }
 
 

@@ -6,7 +6,8 @@
                                     mode), returning the actions and each observation's latent, K label and
                                     nearest anchor; .run(states, episode_seed, policy, max_steps) -> [Episode]
     Episode                         per agent step: obs, latent z, K, n*, action, reward, touch, contact,
-                                    standing, height, speed; and the physics state after every control step
+                                    standing, height, speed, (hopper) knee and torso height, torso lean and
+                                    posture; and the physics state after every control step
                                     (what the renderer draws); .rows() for the CSV, .summary() for the JSON
 
 Rows are aligned on decisions: row t holds the observation o_t the agent acted on, its latent z_t =
@@ -21,6 +22,15 @@ Definitions used in the summary (stated here, on the figure and in the README):
   height) at or above the task's `_STAND_HEIGHT` (hopper 0.6 m, walker 1.2 m), the threshold its reward uses;
 - a switch is a row whose K differs from the previous row's; the longest stable stretch is the longest run
   of consecutive rows with one K, in agent steps.
+Hopper gait (section "hopper gait" below has the numbers and where they come from; None for other tasks):
+- posture of a row: fallen (torso leaning >= 45 deg), knee (upright, knee below 0.2 m), foot (upright, knee
+  up, foot touching), flight (upright, knee up, no touch); the leading flight rows are the spawn drop;
+- hop frames: in each stretch of upright knee-up rows with >= 2 landings (flight -> foot), its first landing
+  to its last; K stability during hops counts switches between consecutive hop frames only, so falls,
+  getting up and kneeling never count; stable = <= 2 switches per hop cycle and <= 2 clusters during hops;
+- gait: the plurality, after the drop, of hop frames (foot-hop), knee rows (knee-walk), other upright rows
+  (stand) and fallen rows (fallen); basin: stable-hop / unstable-hop (hop without K: hop) / knee-walk /
+  stand / fallen-stuck.
 
 This module never renders (no OpenGL, no matplotlib): the physics states go to tdmpc_glass.video.gl, which
 renders them in a child process.
@@ -41,6 +51,7 @@ from .. import agent, checkpoint
 from .. import glass as glass_lib
 from ..acting import jit_act
 from ..config import Config, ConfigError, config_from_dict, derive, to_dict
+from ..envs.shaping import COS_FALL, KNEE_HEIGHT
 from ..planner import PlanSettings
 from ..runlayout import CHECKPOINTS, CONFIG, EVAL, flatten
 
@@ -195,6 +206,141 @@ def stack_states(states: list) -> agent.AgentState:
     return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *states)
 
 
+# ----------------------------------------------------------------------------------------------- hopper gait
+# Heights and angles of dm_control's hopper (suite/hopper.xml) behind the thresholds below, as measured by
+# HopperBody on posed physics (tests/test_videos.py poses them again):
+# - knee = origin of body `calf`: 0.36 m above the floor over a grounded foot with a straight leg (foot capsule
+#   radius 0.04 + calf 0.32), 0.03-0.04 m with the knee on the floor (calf / thigh capsule radius);
+# - KNEE_DOWN_HEIGHT = 0.2 m (envs/shaping.py's KNEE_HEIGHT, phase t's knee penalty): the midpoint of the two,
+#   i.e. a calf leaning 60 deg from vertical over a grounded foot (0.04 + 0.32 cos 60 deg = 0.20);
+# - upright = torso leaning less than 45 deg from vertical (cos >= shaping.COS_FALL, phase r2_gait's fall
+#   penalty). Kneeling on a vertical thigh the task's height (torso minus foot) is 0.70 m, above its 0.6 m
+#   stand threshold: a knee-walk is `standing` by the task's measure and earns hop reward (the log's ~260).
+KNEE_DOWN_HEIGHT = KNEE_HEIGHT
+UPRIGHT_COS = COS_FALL
+MIN_HOP_LANDINGS = 2  # a hop bout closes at least one landing -> flight -> landing cycle
+STABLE_MAX_SWITCHES_PER_CYCLE = 2.0  # Phase-f s1 (571): K=3 push-off, K=4 takeoff, two switches per hop
+STABLE_MAX_DISTINCT_K = 2  # Phase-f s1's two clusters during hops; Phase-t s2 (612) uses one
+POSTURES = ("drop", "flight", "foot", "knee", "fallen")
+GAITS = ("foot-hop", "knee-walk", "stand", "fallen")  # tie order of the vote
+BASINS = ("stable-hop", "unstable-hop", "hop", "knee-walk", "stand", "fallen-stuck")
+
+
+class HopperBody:
+    """(knee height, torso height, torso uprightness) of a dm_control hopper physics, body ids looked up once:
+    knee = world z of body `calf`'s origin (the knee joint), torso = world z of the torso's centre of mass
+    (xipos, the point the task's height uses), up = world z of the torso's long axis (cos of its lean)."""
+
+    def __init__(self, physics):
+        name2id = physics.model.name2id
+        self.torso, self.calf = name2id("torso", "body"), name2id("calf", "body")
+
+    def __call__(self, physics) -> tuple[float, float, float]:
+        data = physics.data
+        return (float(data.xpos[self.calf, 2]), float(data.xipos[self.torso, 2]),
+                float(data.xmat[self.torso, 8]))
+
+
+def postures(knee_height: np.ndarray, torso_up: np.ndarray, contact: np.ndarray) -> np.ndarray:
+    """Each row's posture: fallen (torso leaning 45 deg or more), knee (upright, knee below KNEE_DOWN_HEIGHT),
+    foot (upright, knee up, a touch sensor of the foot above 1 N), flight (upright, knee up, no touch); the
+    leading flight rows are the spawn drop (reset puts the torso 1 m up, in the air) and read `drop`."""
+    knee_height, torso_up, contact = (np.asarray(a) for a in (knee_height, torso_up, contact))
+    out = np.where(contact.astype(bool), "foot", "flight").astype(object)
+    out[knee_height < KNEE_DOWN_HEIGHT] = "knee"
+    out[torso_up < UPRIGHT_COS] = "fallen"
+    t = 0
+    while t < len(out) and out[t] == "flight":
+        out[t] = "drop"
+        t += 1
+    return out
+
+
+def hop_frames(posture: np.ndarray) -> tuple[np.ndarray, int]:
+    """(mask of the hop frames, hop cycles among them). A landing is a flight row followed by a foot row; in each
+    maximal stretch of upright knee-up rows (flight / foot) with at least MIN_HOP_LANDINGS landings the rows
+    from its first landing to its last are hop frames, each landing-to-landing span one hop cycle. Everything
+    else (the spawn drop, knee and fallen rows, getting up after a fall, the partial cycles before the first
+    and after the last landing of a stretch, where a fall starts) is not."""
+    posture = np.asarray(posture)
+    mask, cycles, T = np.zeros(len(posture), bool), 0, len(posture)
+    up = np.isin(posture, ("flight", "foot"))
+    t = 0
+    while t < T:
+        if not up[t]:
+            t += 1
+            continue
+        end = t
+        while end < T and up[end]:
+            end += 1
+        landings = [i for i in range(t + 1, end) if posture[i - 1] == "flight" and posture[i] == "foot"]
+        if len(landings) >= MIN_HOP_LANDINGS:
+            mask[landings[0]:landings[-1] + 1] = True
+            cycles += len(landings) - 1
+        t = end
+    return mask, cycles
+
+
+def hop_k_stability(k: Optional[np.ndarray], mask: np.ndarray, cycles: int) -> dict:
+    """K during hop frames only: switches between consecutive hop frames (fall recovery never counts: it is not
+    a hop frame), per hop cycle, distinct K, the share of the most frequent K, and stable = at most
+    STABLE_MAX_SWITCHES_PER_CYCLE switches per cycle and at most STABLE_MAX_DISTINCT_K clusters (None without K
+    or hop cycles)."""
+    out = dict(hop_k_switches=None, hop_k_switches_per_cycle=None, hop_distinct_k=None,
+               hop_dominant_k=None, hop_dominant_k_fraction=None, hop_k_stable=None)
+    if k is None or not mask.any():
+        return out
+    k = np.asarray(k, np.int64)
+    pairs = mask[1:] & mask[:-1]
+    switches = int(np.sum((k[1:] != k[:-1]) & pairs))
+    values, counts = np.unique(k[mask], return_counts=True)
+    per_cycle = switches / cycles if cycles else None
+    out.update(hop_k_switches=switches, hop_k_switches_per_cycle=per_cycle, hop_distinct_k=int(len(values)),
+               hop_dominant_k=int(values[np.argmax(counts)]),
+               hop_dominant_k_fraction=float(counts.max() / counts.sum()))
+    if per_cycle is not None:
+        out["hop_k_stable"] = bool(per_cycle <= STABLE_MAX_SWITCHES_PER_CYCLE
+                                   and len(values) <= STABLE_MAX_DISTINCT_K)
+    return out
+
+
+def episode_gait(posture: np.ndarray, mask: np.ndarray) -> tuple[Optional[str], dict]:
+    """(gait, row shares after the spawn drop): the plurality of hop frames (foot-hop), knee rows (knee-walk),
+    upright knee-up rows outside hop frames (stand: standing, shuffling, single jumps) and fallen rows (fallen),
+    ties in GAITS order; None when every row is the drop."""
+    posture = np.asarray(posture)
+    counts = {
+        "foot-hop": int(mask.sum()),
+        "knee-walk": int(np.sum(posture == "knee")),
+        "stand": int(np.sum(np.isin(posture, ("flight", "foot")) & ~mask)),
+        "fallen": int(np.sum(posture == "fallen")),
+    }
+    total = sum(counts.values())
+    if total == 0:
+        return None, {g: None for g in GAITS}
+    gait = max(GAITS, key=lambda g: (counts[g], -GAITS.index(g)))
+    return gait, {g: counts[g] / total for g in GAITS}
+
+
+def gait_thresholds() -> dict:
+    """The numbers behind the gait, hop-frame, stability and basin definitions (written into the summary)."""
+    return {"knee_down_height_m": KNEE_DOWN_HEIGHT, "upright_cos": round(UPRIGHT_COS, 6), "upright_max_lean_deg": 45.0,
+            "contact_touch_n": 1.0, "min_hop_landings": MIN_HOP_LANDINGS,
+            "stable_max_switches_per_cycle": STABLE_MAX_SWITCHES_PER_CYCLE,
+            "stable_max_distinct_k": STABLE_MAX_DISTINCT_K}
+
+
+def basin_label(gait: Optional[str], stable: Optional[bool]) -> Optional[str]:
+    """The log's basins (section 9.4): stable-hop (a foot-hop with K stable during hops), unstable-hop (a
+    foot-hop whose K oscillates during hops), knee-walk (the stuck seeds of section 3), stand, fallen-stuck
+    (section 9.5's collapsed seeds); `hop` for a foot-hop without K labels (Glass off)."""
+    if gait is None:
+        return None
+    if gait == "foot-hop":
+        return "hop" if stable is None else ("stable-hop" if stable else "unstable-hop")
+    return {"knee-walk": "knee-walk", "stand": "stand", "fallen": "fallen-stuck"}[gait]
+
+
 # ----------------------------------------------------------------------------------------------- the episode
 @dataclasses.dataclass
 class Episode:
@@ -218,6 +364,10 @@ class Episode:
     stand_height: Optional[float]
     speed: Optional[np.ndarray]  # (T,), None when the task has no speed measure
     physics: np.ndarray  # (T * action_repeat, nq + nv): the state before each control step (t * repeat + j)
+    # hopper only (None elsewhere): HopperBody's measures at each row's state
+    knee_height: Optional[np.ndarray] = None  # (T,) m, world z of the knee (body `calf`'s origin)
+    torso_height: Optional[np.ndarray] = None  # (T,) m, world z of the torso's centre of mass
+    torso_up: Optional[np.ndarray] = None  # (T,) cos of the torso's lean from vertical
 
     @property
     def steps(self) -> int:
@@ -247,6 +397,27 @@ class Episode:
             return None
         return self.height >= self.stand_height
 
+    @property
+    def posture(self) -> Optional[np.ndarray]:
+        """(T,) drop / flight / foot / knee / fallen (`postures`); None without the hopper's measures."""
+        if self.knee_height is None or self.torso_up is None or self.contact is None:
+            return None
+        return postures(self.knee_height, self.torso_up, self.contact)
+
+    def gait(self) -> dict:
+        """Gait, hop frames, K stability during hops and the basin (definitions in the module docstring); every
+        value None without the hopper's measures."""
+        posture = self.posture
+        if posture is None:
+            return dict(gait=None, gait_fractions=None, drop_steps=None, hop_steps=None, hop_cycles_in_hops=None,
+                        **hop_k_stability(None, np.zeros(0, bool), 0), basin=None, gait_thresholds=None)
+        mask, cycles = hop_frames(posture)
+        gait, shares = episode_gait(posture, mask)
+        stability = hop_k_stability(self.k, mask, cycles)
+        return dict(gait=gait, gait_fractions=shares, drop_steps=int(np.sum(posture == "drop")),
+                    hop_steps=int(mask.sum()), hop_cycles_in_hops=cycles, **stability,
+                    basin=basin_label(gait, stability["hop_k_stable"]), gait_thresholds=gait_thresholds())
+
     def frame_plan(self, target_fps: float = TARGET_FPS) -> tuple[float, int, np.ndarray]:
         """(fps, stride, row of each frame): one frame every `stride` control steps so the video plays in real
         time at about `target_fps` (hopper: 0.02 s control steps, stride 1, 50 fps, 2 frames per agent step;
@@ -258,7 +429,13 @@ class Episode:
     def rows(self) -> list[dict]:
         """The per-step CSV rows (K and n_star empty with Glass off; touch empty without touch sensors)."""
         contact, cid, standing = self.contact, self.contact_id, self.standing
+        posture = self.posture
+        hop = None if posture is None else hop_frames(posture)[0]
         out, ret = [], self.returns
+
+        def metres(values, t):
+            return "" if values is None else f"{float(values[t]):.4f}"
+
         for t in range(self.steps):
             out.append({
                 "step": t,
@@ -272,6 +449,11 @@ class Episode:
                 "standing": "" if standing is None else int(standing[t]),
                 "height": "" if self.height is None else f"{float(self.height[t]):.4f}",
                 "speed": "" if self.speed is None else f"{float(self.speed[t]):.4f}",
+                "knee_height": metres(self.knee_height, t),
+                "torso_height": metres(self.torso_height, t),
+                "torso_up": metres(self.torso_up, t),
+                "gait": "" if posture is None else str(posture[t]),
+                "hop": "" if hop is None else int(hop[t]),
             })
         return out
 
@@ -291,6 +473,7 @@ class Episode:
         landings = None if contact is None else int(np.sum(contact[1:] & ~contact[:-1]))
         out["hop_cycles"] = landings
         out["hop_cycle_definition"] = "one flight -> contact transition (a landing) between consecutive steps"
+        out.update(self.gait())
         if self.k is None:
             out.update(clusters_used=None, distinct_k=None, switches=None, switches_per_hop_cycle=None,
                        longest_stable_steps=None, longest_stable_k=None, longest_stable_start=None, occupancy=None)
@@ -346,7 +529,7 @@ class Roller:
     def __init__(self, cfg: Config, obs_dim: int, act_dim: int, act=None):
         self.cfg, self.obs_dim, self.act_dim = cfg, obs_dim, act_dim
         if act is None:
-            act = jit_act(PlanSettings.from_config(cfg.planner, cfg.horizon, derive(cfg).discount))
+            act = jit_act(PlanSettings.from_config(cfg.planner, cfg.horizon, derive(cfg).discount, act_dim))
         self._act = act
         glass_on = cfg.glass.enabled
 
@@ -381,9 +564,11 @@ class Roller:
             env0 = chunk.envs[0]
             control_dt = float(env0.control_timestep())
             height_fn, stand, speed_fn = _task_measures(cfg.task)
+            body_fn = HopperBody(env0.physics) if cfg.task.split("-", 1)[0] == "hopper" else None
             obs = chunk.reset(np.full(S, int(episode_seed), np.int64))
             prev_mean = jnp.zeros((S, 1, cfg.horizon, self.act_dim))
-            rec = {name: [] for name in ("obs", "z", "k", "n", "a", "r", "touch", "height", "speed", "physics")}
+            rec = {name: [] for name in ("obs", "z", "k", "n", "a", "r", "touch", "height", "speed", "body",
+                                         "physics")}
             for t in range(T):
                 obs_j = jnp.asarray(obs)
                 actions, prev_mean = self._act(states, obs_j[:, None], prev_mean, counter_offset + t,
@@ -399,6 +584,7 @@ class Roller:
                 rec["touch"].append(chunk.touch())
                 rec["height"].append([height_fn(e.physics) if height_fn else np.nan for e in chunk.envs])
                 rec["speed"].append([speed_fn(e.physics) if speed_fn else np.nan for e in chunk.envs])
+                rec["body"].append([body_fn(e.physics) if body_fn else (np.nan,) * 3 for e in chunk.envs])
                 reward = np.zeros(S, np.float64)
                 for _ in range(repeat):
                     rec["physics"].append(chunk.physics_states())
@@ -422,6 +608,9 @@ class Roller:
                 height=arr["height"][i] if height_fn else None, stand_height=stand if height_fn else None,
                 speed=arr["speed"][i] if speed_fn else None,
                 physics=arr["physics"][i],
+                knee_height=arr["body"][i, :, 0] if body_fn else None,
+                torso_height=arr["body"][i, :, 1] if body_fn else None,
+                torso_up=arr["body"][i, :, 2] if body_fn else None,
             ))
         return episodes
 
