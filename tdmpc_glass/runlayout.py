@@ -208,13 +208,17 @@ class RunLock:
     (SIGKILL included), so a stale lock file (holder dead) is taken over with no guessing; the file's record
     only names the holder for the message. Where the file system has no flock, the record decides: a holder on
     this host whose pid is dead is stale and taken over; a live one (or one on another host) holds the dir.
-    `taken_over`: (run dir, the previous holder's record) for each stale lock file found (for an event)."""
+    `taken_over`: (run dir, the previous holder's record) for each stale lock file found (for an event).
+    Re-entrant within a process: a dir this process holds already (the launcher's lock around train's) is
+    counted, not locked again; it is released when its outermost holder lets go."""
+
+    _held_here: dict[str, list] = {}  # resolved run dir -> [fd, how many RunLocks of this process hold it]
 
     def __init__(self, run_dirs, command: str | None = None):
         self.dirs = [Path(d) for d in run_dirs]
         self.command = command
         self.taken_over: list[tuple[Path, dict]] = []
-        self._held: list[tuple[Path, int]] = []
+        self._held: list[Path] = []
 
     def __enter__(self) -> "RunLock":
         self.acquire()
@@ -236,7 +240,15 @@ class RunLock:
             raise
 
     def _acquire_one(self, run_dir: Path, record: dict) -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise disk_full(e, run_dir) from None
+        key = str(run_dir.resolve())
+        if key in self._held_here:
+            self._held_here[key][1] += 1
+            self._held.append(run_dir)
+            return
         path = run_dir / LOCK
         while True:
             try:
@@ -266,7 +278,8 @@ class RunLock:
                 if isinstance(e, OSError):
                     raise disk_full(e, path) from None
                 raise
-            self._held.append((run_dir, fd))
+            self._held_here[key] = [fd, 1]
+            self._held.append(run_dir)
             return
 
     @staticmethod
@@ -287,9 +300,17 @@ class RunLock:
     def release(self) -> None:
         """Remove and unlock every lock file this RunLock holds (its record first, so no one reads ours)."""
         while self._held:
-            run_dir, fd = self._held.pop()
+            run_dir = self._held.pop()
+            key = str(run_dir.resolve())
+            entry = self._held_here.get(key)
+            if entry is None:
+                continue
+            entry[1] -= 1
+            if entry[1] > 0:
+                continue
+            del self._held_here[key]
             try:
                 (run_dir / LOCK).unlink(missing_ok=True)
             except OSError:
                 pass
-            os.close(fd)
+            os.close(entry[0])

@@ -45,7 +45,7 @@ from .trainlog import BatchLog, TrainLogWindow
 
 
 class StopRequest:
-    """First SIGINT/SIGTERM: finish the episode, checkpoint, exit. Second: stop at once."""
+    """First SIGINT/SIGTERM: finish the episode (abandon an evaluation), checkpoint, exit. Second: stop at once."""
 
     def __init__(self):
         self.signum = None
@@ -62,8 +62,8 @@ class StopRequest:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: finishing the current episode, then checkpointing "
-              "(send again to stop at once)", file=sys.stderr, flush=True)
+        print(f"\n{signal.Signals(signum).name}: finishing the current episode, then checkpointing; an evaluation "
+              "under way stops now and runs again on resume (send again to stop at once)", file=sys.stderr, flush=True)
 
     @property
     def exit_code(self) -> int:
@@ -268,28 +268,41 @@ class Trainer:
         return replace(loop, states=states, active=active, left=left, planned=planned)
 
     # ---- evaluation ----------------------------------------------------------------------------------------
-    def evaluate(self, states, eval_index: int) -> dict[str, np.ndarray]:
-        """Mean/std over `eval_episodes` episodes per seed, with MPPI and with the policy prior alone."""
+    def evaluate(self, states, eval_index: int, stop: Optional[StopRequest] = None) -> Optional[dict]:
+        """Mean/std over `eval_episodes` episodes per seed, with MPPI and with the policy prior alone, as
+        {name: (S,) array}. Shows its progress; returns None as soon as `stop` is requested (nothing written)."""
         n, S = self.cfg.train.eval_episodes, len(self.seeds)
         if self.eval_pool is None:
             self.eval_pool = EnvPool(self.cfg.task, S * n, self.cfg.train.action_repeat, self.cfg.train.num_workers)
         out = {}
-        for name, use_planner in (("mppi", True), ("pi", False)):
-            obs = self.eval_pool.reset(episode_seeds(self.seeds, EVAL_STREAM, eval_index, n))
-            prev_mean = jnp.zeros((S, n, self.cfg.horizon, self.act_dim))
-            returns = np.zeros(S * n)
-            for t in range(self.L):
-                actions, prev_mean = self.act(states, jnp.asarray(self.eval_obs(obs.reshape(S, n, -1))), prev_mean,
-                                              eval_index * self.L + t, eval_mode=True, use_planner=use_planner)
-                obs, reward = self.eval_pool.step(np.asarray(actions).reshape(S * n, -1))
-                returns += reward
-            returns = returns.reshape(S, n)
-            out[f"{name}_return"], out[f"{name}_return_std"] = returns.mean(1), returns.std(1)
+        bar = tqdm(total=2 * self.L, unit="step", leave=False, disable=not self.progress, file=sys.stderr,
+                   desc=f"evaluation: {n} episodes x {S} seeds, MPPI then pi", dynamic_ncols=True,
+                   mininterval=0.5 if sys.stderr.isatty() else 10)
+        with bar:
+            for name, use_planner in (("mppi", True), ("pi", False)):
+                obs = self.eval_pool.reset(episode_seeds(self.seeds, EVAL_STREAM, eval_index, n))
+                prev_mean = jnp.zeros((S, n, self.cfg.horizon, self.act_dim))
+                returns = np.zeros(S * n)
+                for t in range(self.L):
+                    if stop is not None and stop.signum is not None:
+                        return None
+                    actions, prev_mean = self.act(states, jnp.asarray(self.eval_obs(obs.reshape(S, n, -1))),
+                                                  prev_mean, eval_index * self.L + t, eval_mode=True,
+                                                  use_planner=use_planner)
+                    obs, reward = self.eval_pool.step(np.asarray(actions).reshape(S * n, -1))
+                    returns += reward
+                    bar.update()
+                returns = returns.reshape(S, n)
+                out[f"{name}_return"], out[f"{name}_return_std"] = returns.mean(1), returns.std(1)
         return out
 
-    def log_eval(self, loop: LoopState) -> LoopState:
+    def log_eval(self, loop: LoopState, stop: Optional[StopRequest] = None) -> LoopState:
+        """Evaluate and write the eval.csv rows; an evaluation stopped half-way writes nothing (last_eval
+        stays, so the resumed run evaluates this env step again)."""
         env_step, t, clock = self.env_step(loop.counters), self.cfg.train, time.perf_counter()
-        results = self.evaluate(loop.states, env_step // max(t.eval_freq, 1))
+        results = self.evaluate(loop.states, env_step // max(t.eval_freq, 1), stop)
+        if results is None:
+            return loop
         common = {"env_step": env_step, "agent_step": loop.counters.tick * self.E, "episodes": t.eval_episodes}
         self.log.eval_row(common, results, loop.active)
         if t.video_at_eval:
@@ -323,15 +336,16 @@ class Trainer:
                     env_step = self.env_step(loop.counters)
                     # (a stop request defers a due evaluation to the resumed run: next_eval is checkpointed)
                     if env_step >= loop.counters.next_eval and stop.signum is None:
-                        loop = self.log_eval(loop)
-                        loop = replace(loop, counters=loop.counters._replace(
-                            next_eval=(env_step // eval_freq + 1) * eval_freq))
+                        loop = self.log_eval(loop, stop)
+                        if loop.counters.last_eval == env_step:
+                            loop = replace(loop, counters=loop.counters._replace(
+                                next_eval=(env_step // eval_freq + 1) * eval_freq))
                         bar.set_postfix_str(self.log.mppi_postfix(), refresh=False)
                     finished = env_step >= cfg.train.steps
                     at_episode_end = loop.counters.tick % self.L == 0
                     if at_episode_end and (finished or stop.signum is not None or env_step >= next_ckpt):
-                        if finished and loop.counters.last_eval != env_step:
-                            loop = self.log_eval(loop)
+                        if finished and loop.counters.last_eval != env_step and stop.signum is None:
+                            loop = self.log_eval(loop, stop)
                         # a checkpoint closes the train.csv window, so a resumed run logs the same rows
                         self.write_train_row(window, loop)
                         if env_step > start_step or not resumed:
@@ -355,7 +369,7 @@ class Trainer:
                 return 130
             bar.close()
             env_step = self.env_step(loop.counters)
-            if stop.signum is not None and env_step < cfg.train.steps:
+            if stop.signum is not None and (env_step < cfg.train.steps or loop.counters.last_eval != env_step):
                 self.log.finish(loop.active, env_step, runlayout.INTERRUPTED,
                                 f"{signal.Signals(stop.signum).name}; resume with the same command")
                 return stop.exit_code

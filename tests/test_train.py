@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).parent / "train_script.py"
 
 
-def launch(run_dirs, seeds=(1, 2), **train):
-    spec = json.dumps({"seeds": list(seeds), "run_dirs": [str(d) for d in run_dirs], "train": train})
+def launch(run_dirs, seeds=(1, 2), planner=None, progress=False, **train):
+    spec = json.dumps({"seeds": list(seeds), "run_dirs": [str(d) for d in run_dirs], "train": train,
+                       "planner": planner or {}, "progress": progress})
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, str(SCRIPT), spec], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -163,3 +164,26 @@ def test_random_streams_can_be_held_or_varied_one_at_a_time(tmp_path):
     assert same(explore[0], explore[1]) and not same(keys[0], keys[1]) and not same(noise[0], noise[1])
     keys, explore, noise = streams(planner=3)  # hold planner noise
     assert same(noise[0], noise[1]) and not same(keys[0], keys[1]) and not same(explore[0], explore[1])
+
+
+@pytest.mark.slow
+def test_an_interrupt_during_evaluation_stops_it_at_once_and_resume_redoes_it(tmp_path):
+    # a slow evaluation (a 200-step episode with a large planner), watched through its progress bar
+    dirs = [tmp_path / "seed1"]
+    slow = dict(planner={"num_samples": 512, "iterations": 6}, episode_length=200, steps=400, eval_freq=400,
+                expl_until=400, checkpoint_freq=400)
+    proc = launch(dirs, seeds=(1,), progress=True, **slow)
+    seen, deadline = "", time.time() + 600
+    while "evaluation:" not in seen:
+        assert proc.poll() is None and time.time() < deadline, seen
+        seen += os.read(proc.stderr.fileno(), 4096).decode(errors="replace")
+    time.sleep(1.0)  # inside the evaluation's episodes
+    signalled = time.time()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130 and time.time() - signalled < 10
+    assert not (dirs[0] / "eval.csv").exists() or rows(dirs[0] / "eval.csv") == []  # nothing half-written
+    assert json.loads((dirs[0] / "status.json").read_text())["status"] == "interrupted"
+    proc = launch(dirs, seeds=(1,), **slow)
+    assert proc.communicate(timeout=900) is not None and proc.returncode == 0
+    assert [int(r["env_step"]) for r in rows(dirs[0] / "eval.csv")] == [0, 400, 800]  # the evaluation at 0 redone

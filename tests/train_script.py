@@ -44,4 +44,7 @@ def assert_extension_reproduces(cfg: Config, seeds, full_dirs, parts_root, stop_
 
 if __name__ == "__main__":
     spec = json.loads(sys.argv[1])
-    sys.exit(train(tiny_config(**spec.get("train", {})), spec["seeds"], spec["run_dirs"], progress=False))
+    cfg = tiny_config(**spec.get("train", {}))
+    for key, value in spec.get("planner", {}).items():
+        setattr(cfg.planner, key, value)
+    sys.exit(train(cfg, spec["seeds"], spec["run_dirs"], progress=spec.get("progress", False)))
