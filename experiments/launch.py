@@ -138,10 +138,10 @@ def _points_text(u: Units, sep: str = ", ") -> str:
 def describe_units_lines(record: dict) -> list[str]:
     """The '# ...' lines of `describe` on update rate, schedule points, MPPI iterations and intrinsic bonus."""
     u, cfg = record["units"], record["config"]
-    lines = [f"updates: {u['updates_per_round']} per round of {u['agent_steps_per_round']} agent steps "
-             f"({u['agent_steps_per_round'] * u['action_repeat']} env steps) = {u['updates_per_agent_step']:g} per "
-             f"agent step = {u['updates_per_env_step']:g} per env step (TD-MPC2: 1 per agent step); "
-             f"{u['seed_updates']:,} at once when the uniform-random phase ends",
+    lines = [(f"updates: {u['updates_per_round']} per round of {u['agent_steps_per_round']} agent steps "
+              f"({u['agent_steps_per_round'] * u['action_repeat']} env steps) = {u['updates_per_agent_step']:g} per "
+              f"agent step = {u['updates_per_env_step']:g} per env step (TD-MPC2: 1 per agent step); "
+              f"{u['seed_updates']:,} at once when the uniform-random phase ends"),
              f"schedule points in env steps (agent steps = env steps / {u['action_repeat']}): " + ", ".join(
                  f"{p['key']} {p['env_steps']:,} ({p['agent_steps']:,.0f})" for p in u["schedule_points"])]
     base = cfg["planner"]["iterations"]

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, runlayout
 from .config import Config, to_dict
 from .rounds import Counters
 
@@ -55,12 +55,18 @@ def restore(template, ckpt_dirs: list[Path], seeds, attempts, cfg: Config,
     A seed's newest checkpoint that cannot be read (truncated, corrupted: checkpoint.DamagedCheckpointError), or
     one a kill left behind for only some seeds of the batch, is passed over for the one before it: every seed
     resumes from that same env step, and `on_warning(seed index, one line naming the file)` is called for each
-    file passed over (default: a line on stderr); such files are removed. Raises checkpoint.CheckpointError (one
-    line) when no such step exists, and for a checkpoint of another config, seed or restart attempt (never passed
-    over: those are not damage but a wrong run dir)."""
+    file passed over (default: a line on stderr); such files are removed. A kill inside the batch's first
+    checkpoint (some seeds have it, the others none) starts the batch over (None). Raises
+    checkpoint.CheckpointError (one line) when no common step exists otherwise, and for a checkpoint of another
+    config, seed or restart attempt (never passed over: those are not damage but a wrong run dir)."""
     warn = on_warning or warn_on_stderr
     found = [{_step_of(p): p for p in checkpoint.list_checkpoints(d)} for d in ckpt_dirs]
     if not any(found):
+        for i, d in enumerate(ckpt_dirs):
+            recorded = runlayout.read_status(Path(d).parent).get("env_step")
+            if isinstance(recorded, int) and recorded > 0:
+                warn(i, f"no checkpoint in {d} although {Path(d).parent / runlayout.STATUS} records env step "
+                        f"{recorded}: starting over from env step 0")
         return None
     fingerprint = config_fingerprint(cfg)
     common = sorted(set.intersection(*(set(f) for f in found)), reverse=True)
@@ -82,6 +88,10 @@ def restore(template, ckpt_dirs: list[Path], seeds, attempts, cfg: Config,
             metas = [meta for _, meta in loaded]
             stacked = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *states)
             return stacked, Counters(**metas[0]["counters"]), [m.get("schedule", {}) for m in metas]
+    if all(len(f) <= 1 for f in found) and len(set().union(*found)) == 1:
+        # a kill inside the batch's first checkpoint (some seeds have it, some not): the batch starts over
+        _warn_passed_over(found, -1, damaged, warn)
+        return None
     if damaged:
         raise checkpoint.CheckpointError("no env step at which every seed of the batch has a readable checkpoint: "
                                          + "; ".join(damaged.values()))
@@ -120,5 +130,6 @@ def _warn_passed_over(found: list[dict], step: int, damaged: dict, warn) -> None
             else:
                 why = (f"checkpoint {path} not used: not every seed of the batch reached env step {newer} (a kill "
                        "between the seeds' checkpoint writes)")
-            warn(i, f"{why}; resuming from env step {step} ({by_step[step].name}), the newer file removed")
+            where = f"resuming from env step {step} ({by_step[step].name})" if step >= 0 else "starting over"
+            warn(i, f"{why}; {where}, the newer file removed")
             path.unlink(missing_ok=True)  # so the checkpoints left always belong to the resumed run

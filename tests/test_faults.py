@@ -347,10 +347,11 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint_then_resumes(
         assert not list(d.rglob("*.tmp"))
     assert [p.name for p in checkpoint.list_checkpoints(dirs[1] / "checkpoints")] == ["step_0000000080.npz"]
     check_after_kill(dirs, trained_runs.state_template)
-    pending_wiring(one_line(err, "disk full while writing"), "DiskFullError")
+    said_in_one_line = one_line(err, "disk full while writing")
     code, err = finish(start(spec))  # space is back
     assert code == 0, err[-3000:]
     check_equals_reference(dirs, trained_runs)
+    pending_wiring(said_in_one_line, "DiskFullError")
 
 
 def mount_tmpfs(folder: Path, size: str) -> bool:
@@ -372,11 +373,12 @@ def test_a_real_full_file_system_then_more_space_resumes_to_the_same_rows(traine
         assert not list(disk.rglob("*.tmp"))
         check_after_kill(dirs, trained_runs.state_template)
         assert all(checkpoint.list_checkpoints(d / "checkpoints") for d in dirs)
-        pending_wiring(one_line(err, "disk full while writing"), "DiskFullError")
+        said_in_one_line = one_line(err, "disk full while writing")
         subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
         code, err = finish(start(spec))
         assert code == 0, err[-3000:]
         check_equals_reference(dirs, trained_runs)
+        pending_wiring(said_in_one_line, "DiskFullError")
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 

@@ -90,8 +90,11 @@ LEDGER = {
     "ab": ("aa_winner", {}, "1-5", True, {}),
     "ac": ("aa_winner", {"glass.enabled": True}, "1-5", True, {"glass": {}, "vanilla": {"glass.enabled": False}}),
     # section 10: directions, on ac's Glass arm
-    "window": ("ac", {"glass.lambda_window": 1e-3}, "1-5", True, {}),
-    "phase_contrast": ("ac", {"glass.lambda_contrast": 1e-3}, "1-5", True, {}),
+    # 10.2: "W=5-10 env steps should cover one hop phase (~0.2s at 50Hz)": 0.2 s = 5 agent steps
+    "window": ("ac", {"glass.lambda_window": 1e-3, "glass.window": 5}, "1-5", True, {}),
+    # 10.3: "NT-Xent on c_t", similarity c.c', "foot on ground vs. not", negatives from "different episodes"
+    "phase_contrast": ("ac", {"glass.lambda_contrast": 1e-3, "glass.contrast_sim": "dot",
+                              "glass.contrast_label": "binary", "glass.contrast_pairs": "episode"}, "1-5", True, {}),
     "nk": ("ac", {}, "1-5", True, {"n4k4": {"glass.num_prototypes": 4, "glass.num_clusters": 4},
                                    "n8k4": {"glass.num_prototypes": 8, "glass.num_clusters": 4},
                                    "n4k2": {"glass.num_prototypes": 4, "glass.num_clusters": 2}}),
@@ -99,7 +102,9 @@ LEDGER = {
     "basin_restart": ("ac", {"schedule.restart_check_at": env(200 * k)}, "1-5", True, {}),
     "kmeans_init": ("ac", {"glass.kmeans_init": True, "train.expl_until": env(500 * k)}, "1-5", True, {}),
     "multitask": ("ac", {"multitask.tasks": ["hopper-hop", "hopper-stand"], "multitask.target_usage": [0.5, 0.5],
-                         "multitask.eta": 1.0, "train.steps": 2 * env(4 * M)}, "1-5", True, {}),
+                         "multitask.eta": 1.0, "train.steps": 2 * env(4 * M)}, "1-5", True,
+                  # 10.8's mitigation, task-specific heads, beside the shared model
+                  {"shared": {}, "heads": {"multitask.task_heads": True}}),
 }
 # the ledger as the issue lists it (sections 4 and 8, aa / ab / ac, and section 10's directions)
 LEDGER_PHASES = ["baseline", "1b", "1c", "d_v1", "d_v2", "e", "f", "g", "h", "i", "j", "k", "l_v1", "m", "n", "o",

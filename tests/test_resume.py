@@ -83,16 +83,26 @@ def test_a_kill_between_the_seeds_checkpoint_writes_resumes_from_the_common_step
     assert len(err) == 1 and err[0].startswith("warning: checkpoint") and "not every seed" in err[0]
 
 
-def test_no_readable_common_checkpoint_is_refused_with_one_line_naming_the_files(trained_runs, runs):
+def test_a_kill_inside_the_batchs_first_checkpoint_starts_the_batch_over(trained_runs, runs):
     for c in ckpts(runs):
         checkpoint.path_for(c, 240).unlink()
-    damaged = checkpoint.path_for(ckpts(runs)[0], 320)
-    truncate(damaged)
+    only = checkpoint.path_for(ckpts(runs)[0], 320)
+    checkpoint.path_for(ckpts(runs)[1], 320).unlink()  # seed 2 was killed before its first checkpoint
+    warnings = []
+    assert restore(trained_runs, runs, warnings) is None
+    assert len(warnings) == 1 and str(only) in warnings[0][1] and "starting over" in warnings[0][1]
+    assert not only.exists()
+
+
+def test_no_readable_common_checkpoint_is_refused_with_one_line_naming_the_files(trained_runs, runs):
+    damaged = [checkpoint.path_for(ckpts(runs)[0], step) for step in (240, 320)]
+    for path in damaged:
+        truncate(path)
     with pytest.raises(checkpoint.CheckpointError) as refused:
         restore(trained_runs, runs)
     message = str(refused.value)
-    assert "\n" not in message and str(damaged) in message and "no env step" in message
-    assert damaged.exists()  # refusing changes nothing
+    assert "\n" not in message and all(str(p) in message for p in damaged) and "no env step" in message
+    assert all(p.exists() for c in ckpts(runs) for p in checkpoint.list_checkpoints(c))  # refusing changes nothing
 
 
 def test_a_deleted_checkpoints_folder(trained_runs, runs):

@@ -125,9 +125,13 @@ def test_without_flock_the_record_decides(tmp_path, monkeypatch):
 
 def test_a_refused_batch_releases_the_dirs_it_had_taken(tmp_path):
     a, b = tmp_path / "seed1", tmp_path / "seed2"
-    with RunLock([b]):
-        with pytest.raises(RunLockedError, match=str(b)):
+    other = holder(b)
+    try:
+        wait_held(other)
+        with pytest.raises(RunLockedError, match=f"{b}: another process .* pid {other.pid}"):
             RunLock([a, b]).acquire()
-        assert not (a / LOCK).exists()
+        assert not (a / LOCK).exists() and not RunLock._held_here
         with RunLock([a]):  # a was let go
             pass
+    finally:
+        other.communicate(timeout=60)
