@@ -397,7 +397,7 @@ class Run:
 
     @cached_property
     def eval(self) -> pd.DataFrame:
-        """eval.csv's readable rows (empty when it is missing or unusable)."""
+        """The readable rows of the run's evaluations (empty when the file is missing or unusable)."""
         return self._eval_read[0]
 
     def train(self) -> pd.DataFrame:

@@ -42,7 +42,8 @@ def check_run_dir(path: Path, cfg: Config, seed: int) -> None:
     if path.exists() and not path.is_dir():
         raise LaunchError(f"{path}: exists and is not a directory")
     if not config_file.exists():
-        leftovers = [p.name for p in path.iterdir() if not p.name.endswith(".tmp")] if path.is_dir() else []
+        leftovers = ([p.name for p in path.iterdir() if not p.name.endswith(".tmp") and p.name != runlayout.LOCK]
+                     if path.is_dir() else [])
         if leftovers:
             raise LaunchError(f"{path}: holds files ({', '.join(sorted(leftovers)[:3])}) but no "
                               f"{runlayout.CONFIG}; not a run of this launcher: move it away or use another "
@@ -54,7 +55,7 @@ def check_run_dir(path: Path, cfg: Config, seed: int) -> None:
         old_seed = record["seed"]
     except ConfigError as e:
         raise LaunchError(f"{e} (an existing run: move it away or use another --runs-root)") from None
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError) as e:  # ValueError: not UTF-8
         raise LaunchError(f"{config_file}: unreadable or not a run config ({type(e).__name__}); "
                           f"move it away or use another --runs-root") from None
     if old_seed != seed:

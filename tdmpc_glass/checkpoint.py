@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import jax
@@ -82,7 +84,7 @@ def load(path: Path, template) -> tuple[object, dict]:
                 restored.append(got)
     except CheckpointError:
         raise
-    except Exception as e:  # zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError ...
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # cut short, bad bytes
         first = (str(e).strip().splitlines() or [""])[0][:160]
         raise DamagedCheckpointError(f"unreadable checkpoint {path}: {type(e).__name__}: {first}") from None
     return jax.tree.unflatten(treedef, restored), meta

@@ -105,9 +105,31 @@ def _step_of(path: Path) -> int:
     return int(path.stem[len(checkpoint.PREFIX):])
 
 
+def fingerprint_difference(old: str, new: str) -> Optional[str]:
+    """The first config key on which a checkpoint's fingerprint `old` and this run's `new` differ, described;
+    None when they match. A key the schema gained after the checkpoint was written matches while it holds
+    its default, so runs started before a new option existed resume with it off."""
+    if old == new:
+        return None
+    try:
+        old_flat = runlayout.flatten(json.loads(old))
+    except (TypeError, ValueError):
+        return "its config fingerprint is unreadable"
+    new_flat = runlayout.flatten(json.loads(new))
+    defaults = runlayout.flatten(json.loads(config_fingerprint(Config())))
+    for key in list(new_flat) + [k for k in old_flat if k not in new_flat]:
+        if key not in old_flat and key in defaults and new_flat.get(key) == defaults[key]:
+            continue
+        if old_flat.get(key, "(absent)") != new_flat.get(key, "(absent)"):
+            return f"{key} is {old_flat.get(key, '(absent)')!r} there, {new_flat.get(key, '(absent)')!r} now"
+    return None
+
+
 def _check_meta(path: Path, meta: dict, fingerprint: str, seed: int, attempt: int) -> None:
-    if meta.get("fingerprint") != fingerprint:
-        raise checkpoint.CheckpointError(f"incompatible checkpoint {path}: written with a different config")
+    difference = fingerprint_difference(meta.get("fingerprint", ""), fingerprint)
+    if difference:
+        raise checkpoint.CheckpointError(f"incompatible checkpoint {path}: written with a different config "
+                                         f"({difference})")
     if meta.get("seed") != seed:
         raise checkpoint.CheckpointError(f"incompatible checkpoint {path}: it is seed {meta.get('seed')}, "
                                          f"not seed {seed}")

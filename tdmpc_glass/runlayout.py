@@ -24,7 +24,7 @@ import re
 import socket
 import tempfile
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import ClassVar, Iterable, Optional
 
 RUNS_ENV = "TDMPC_GLASS_RUNS"  # the runs root when no flag names one
 DEFAULT_RUNS_ROOT = "runs"
@@ -212,7 +212,8 @@ class RunLock:
     Re-entrant within a process: a dir this process holds already (the launcher's lock around train's) is
     counted, not locked again; it is released when its outermost holder lets go."""
 
-    _held_here: dict[str, list] = {}  # resolved run dir -> [fd, how many RunLocks of this process hold it]
+    # resolved run dir -> [fd, how many RunLocks of this process hold it]: one table for the process
+    _held_here: ClassVar[dict[str, list]] = {}
 
     def __init__(self, run_dirs, command: str | None = None):
         self.dirs = [Path(d) for d in run_dirs]
@@ -220,7 +221,7 @@ class RunLock:
         self.taken_over: list[tuple[Path, dict]] = []
         self._held: list[Path] = []
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 

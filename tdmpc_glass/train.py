@@ -151,8 +151,9 @@ class Trainer:
     # ---- state: fresh or resumed ---------------------------------------------------------------------------
     def restore_or_init(self) -> tuple[LoopState, bool]:
         S = len(self.seeds)
-        ckpt_dirs = [d / runlayout.CHECKPOINTS for d in self.log.dirs]
-        found = resume.restore(self.state_template(), ckpt_dirs, self.seeds, self.attempts, self.cfg)
+        ckpt_dirs, skipped = [d / runlayout.CHECKPOINTS for d in self.log.dirs], []
+        found = resume.restore(self.state_template(), ckpt_dirs, self.seeds, self.attempts, self.cfg,
+                               on_warning=lambda i, message: skipped.append((i, message)))
         if found is None:  # a run killed before its first checkpoint starts over
             self.log.rewind(-1)
             states, counters = self._init(jnp.asarray(self.init_seeds)), Counters()
@@ -161,6 +162,9 @@ class Trainer:
             for i, state in enumerate(schedule_states):
                 self.env.load(i, state)
             self.log.rewind(self.env_step(counters))
+        for i, message in skipped:  # damaged or half-written checkpoints the batch resumed without
+            print(f"warning: seed {self.seeds[i]}: {message}", file=sys.stderr)
+            self.log.event(i, self.env_step(counters), "checkpoint_skipped", message=message)
         return LoopState(states, counters, np.ones(S, bool), np.zeros(S, bool)), found is not None
 
     def save_checkpoints(self, loop: LoopState) -> None:
@@ -387,7 +391,11 @@ def train(cfg: Config, seeds: list[int], run_dirs: list[Path], *, progress: bool
     """Train `seeds` (vmapped in this process) into `run_dirs`. Returns a process exit code.
 
     Seeds whose status is done (for at least cfg.train.steps) or failed are skipped; the rest resume from
-    their latest checkpoint when they have one. Basin restarts: see basin.py."""
+    their latest checkpoint when they have one. Basin restarts: see basin.py.
+
+    One writer per run directory: a second process on any of them is refused (exit 2) naming the holder; a
+    full disk or a run file that cannot be resumed from stops with one line (exit 1), the last good
+    checkpoint kept, and the same command resumes once the cause is gone."""
     def batch(todo_seeds, todo_dirs, attempt):
         trainer = Trainer(cfg, todo_seeds, todo_dirs, progress=progress, attempt=attempt)
         try:
@@ -395,4 +403,16 @@ def train(cfg: Config, seeds: list[int], run_dirs: list[Path], *, progress: bool
         finally:
             trainer.close()
 
-    return train_with_restarts(cfg, list(seeds), [Path(d) for d in run_dirs], batch)
+    dirs = [Path(d) for d in run_dirs]
+    try:
+        with runlayout.RunLock(dirs, command=" ".join(sys.argv)) as lock:
+            for run_dir, holder in lock.taken_over:
+                print(f"warning: {run_dir}: took over the stale lock of {runlayout.holder_text(holder)}",
+                      file=sys.stderr)
+            return train_with_restarts(cfg, list(seeds), dirs, batch)
+    except runlayout.RunLockedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (runlayout.DiskFullError, runlayout.RunFileError) as e:  # CheckpointError is a RunFileError
+        print(f"error: {e}", file=sys.stderr)
+        return 1

@@ -8,14 +8,15 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+from train_script import rows
 
 from tdmpc_glass import checkpoint, resume, runlayout
 from tdmpc_glass.runlayout import DiskFullError, RunFileError
 from tdmpc_glass.runlog import EVAL_COLUMNS, CsvLog, RunLog
 from tdmpc_glass.train import train
-from train_script import rows
 
 SEEDS, ATTEMPTS = [1, 2], [0, 0]
 
@@ -156,7 +157,7 @@ def test_a_checkpoint_write_on_a_full_disk_keeps_the_old_ones_and_leaves_no_temp
     real_savez = np.savez
     monkeypatch.setattr(checkpoint.np, "savez", lambda f, **arrays: real_savez(FullDisk(f, 100_000), **arrays))
     with pytest.raises(DiskFullError) as full:
-        checkpoint.save(folder, 400, list(np.asarray(x) for x in __import__("jax").tree.leaves(state)), meta)
+        checkpoint.save(folder, 400, [np.asarray(x) for x in jax.tree.leaves(state)], meta)
     assert "\n" not in str(full.value) and str(checkpoint.path_for(folder, 400)) in str(full.value)
     assert full.value.errno == errno.ENOSPC
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no .tmp, nothing pruned
@@ -280,15 +281,13 @@ def test_the_trainer_resumes_past_a_damaged_file_and_reproduces_the_run(damage, 
 
 # ---- config.yaml is the launcher's: a damaged one is refused before anything trains ------------------------------
 
-@pytest.mark.parametrize("damage", ["cut short", pytest.param("corrupted bytes", marks=pytest.mark.xfail(
-    strict=True, reason="experiments/rundirs.py check_run_dir lets UnicodeDecodeError through (a traceback): "
-                        "add ValueError to its except tuple, then drop this mark")), "empty"])
+@pytest.mark.parametrize("damage", ["cut short", "corrupted bytes", "empty"])
 def test_a_damaged_config_yaml_is_refused_by_the_launcher_with_one_line(damage, tmp_path):
     import yaml
+    from test_cli import assert_one_line_error, cli, tree
 
     from experiments.phases import resolve
     from experiments.rundirs import run_record
-    from test_cli import assert_one_line_error, cli, tree
 
     root = tmp_path / "runs"
     run = root / "demo" / "default" / "seed1"
@@ -301,3 +300,22 @@ def test_a_damaged_config_yaml_is_refused_by_the_launcher_with_one_line(damage, 
     before = tree(root)
     assert_one_line_error(cli("run", "demo", "--seeds", "1", "--runs-root", root), str(run / runlayout.CONFIG))
     assert tree(root) == before
+
+
+def test_a_run_started_before_a_new_config_key_existed_resumes_while_the_key_holds_its_default():
+    import json
+
+    from tdmpc_glass.config import Config
+    from tdmpc_glass.resume import config_fingerprint, fingerprint_difference
+
+    cfg = Config()
+    new = config_fingerprint(cfg)
+    old = json.loads(new)
+    del old["streams"], old["glass"]["active_rule"]  # written before these keys existed
+    old = json.dumps(old, sort_keys=True)
+    assert fingerprint_difference(old, new) is None
+    cfg.streams.init = 3  # the new key set away from its default: not the run that was started
+    assert "streams.init" in fingerprint_difference(old, config_fingerprint(cfg))
+    cfg = Config()
+    cfg.planner.num_samples = 64
+    assert "planner.num_samples is 512 there, 64 now" in fingerprint_difference(new, config_fingerprint(cfg))
