@@ -241,6 +241,7 @@ def run_chain(faults, dirs, reference, counts: Counts) -> None:
     counts.resumed_equal += 1
 
 
+@pytest.mark.slow
 def test_kills_inside_a_checkpoint_write_and_an_evaluation_then_resume_equals_the_uninterrupted_run(
         trained_runs, tmp_path):
     counts = Counts()

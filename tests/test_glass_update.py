@@ -115,6 +115,7 @@ def norm(tree):
     return float(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
+@pytest.mark.slow
 def test_glass_gradients_reach_exactly_the_intended_parameters():
     obs = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 15))
     full = glass_grads(small_config(enabled=True), obs)

@@ -143,6 +143,7 @@ def probe():
     return cfg, h, world, policy, run
 
 
+@pytest.mark.slow
 def test_phase_contrastive_term_in_the_update_uses_contact_labels_from_the_observations(probe):
     cfg, h, world, _, run = probe
     assert h.glass.contact_index == TOUCH

@@ -1,3 +1,4 @@
+import pytest
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -71,6 +72,7 @@ def test_training_noise_is_added_only_outside_eval_mode():
     assert not np.allclose(a_eval, a_train)
 
 
+@pytest.mark.slow
 def test_plan_batch_shapes_and_bounds_on_the_real_model():
     cfg = Config()
     cfg.model.size, cfg.model.latent_dim, cfg.model.mlp_dim, cfg.model.enc_dim = 1, 32, 32, 32

@@ -51,6 +51,7 @@ def test_no_retracing_across_rounds(trained_runs):
     assert 1 <= trained_runs.traces["act"] <= 3
 
 
+@pytest.mark.slow
 def test_stopping_and_extending_in_process_reproduces_the_run(trained_runs, tmp_path):
     assert_extension_reproduces(trained_runs.cfg, trained_runs.seeds, trained_runs.dirs, tmp_path, stop_at=160)
 
