@@ -176,16 +176,24 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _usable_text(path: Path) -> tuple[str | None, Damage | None]:
+    """A whole small file's text, or None with what is wrong (None, None when it is missing)."""
+    text, notes, fatal = _read_text(path)
+    if fatal is not None or text is None:
+        return None, fatal
+    if notes:
+        return None, Damage(path, notes[0], False)
+    return text, None
+
+
 def inspect_config(path: str | os.PathLike) -> tuple[dict, Damage | None]:
     """A run's config.yaml ({} when missing) and what is wrong with it: empty, not UTF-8, not YAML, not a
     mapping with a `config` section (all unusable: {}), or cut mid-line (no final newline; what parsed is
     returned)."""
     path = Path(path)
-    text, notes, fatal = _read_text(path)
-    if fatal is not None or text is None:
-        return {}, fatal
-    if notes:
-        return {}, Damage(path, notes[0], False)
+    text, damage = _usable_text(path)
+    if text is None:
+        return {}, damage
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -203,11 +211,9 @@ def inspect_status(path: str | os.PathLike) -> tuple[dict, Damage | None]:
     """A run's status.json ({} when missing) and what is wrong with it: empty, not UTF-8, not JSON, not an
     object with a text `status` (all unusable: {})."""
     path = Path(path)
-    text, notes, fatal = _read_text(path)
-    if fatal is not None or text is None:
-        return {}, fatal
-    if notes:
-        return {}, Damage(path, notes[0], False)
+    text, damage = _usable_text(path)
+    if text is None:
+        return {}, damage
     try:
         data = json.loads(text)
     except ValueError as e:
