@@ -119,6 +119,13 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def remove_temp_files(path: Path) -> None:
+    """Delete the temp files write_atomic leaves in a run dir when its writer is killed mid-write (only while
+    holding the run's lock: another writer's temp file is in use)."""
+    for tmp in Path(path).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def read_status(path: Path) -> dict:
     """A run dir's status.json as a dict ({} when missing, unreadable or not an object); creates nothing."""
     try:

@@ -409,6 +409,8 @@ def train(cfg: Config, seeds: list[int], run_dirs: list[Path], *, progress: bool
             for run_dir, holder in lock.taken_over:
                 print(f"warning: {run_dir}: took over the stale lock of {runlayout.holder_text(holder)}",
                       file=sys.stderr)
+            for run_dir in dirs:  # a writer killed inside write_atomic leaves its temp file; we hold the lock
+                runlayout.remove_temp_files(run_dir)
             return train_with_restarts(cfg, list(seeds), dirs, batch)
     except runlayout.RunLockedError as e:
         print(f"error: {e}", file=sys.stderr)
