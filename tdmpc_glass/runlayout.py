@@ -126,13 +126,18 @@ def remove_temp_files(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def read_status(path: Path) -> dict:
-    """A run dir's status.json as a dict ({} when missing, unreadable or not an object); creates nothing."""
+def read_json_object(path: Path) -> dict:
+    """A JSON file holding an object, as a dict ({} when missing, unreadable or not an object); creates nothing."""
     try:
-        status = json.loads((Path(path) / STATUS).read_text())
+        record = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
-    return status if isinstance(status, dict) else {}
+    return record if isinstance(record, dict) else {}
+
+
+def read_status(path: Path) -> dict:
+    """A run dir's status.json as a dict ({} when missing, unreadable or not an object); creates nothing."""
+    return read_json_object(Path(path) / STATUS)
 
 
 def write_status(path: Path, status: dict) -> None:
@@ -190,11 +195,7 @@ def holder_text(holder: dict) -> str:
 
 def read_lock(run_dir: Path) -> dict:
     """The record of a run dir's lock file ({} when missing or unreadable)."""
-    try:
-        record = json.loads((Path(run_dir) / LOCK).read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+    return read_json_object(Path(run_dir) / LOCK)
 
 
 def _pid_alive(pid) -> bool:
