@@ -1,12 +1,15 @@
 """Benchmarks: JSON lines of updates/s, planner decisions/s, env steps/s, compile times and peak memory.
 
   python -m experiments.bench --size 5 --seeds 1 5 --num-samples 512 --envs 1 16 [--out bench.jsonl]
-  python -m experiments.bench --phase demo --seeds 1 5 [--set key=value ...] [--rounds 100] [--out ...]
+  python -m experiments.bench --phase demo --seeds 1 5 [--set key=value ...] [--rounds 50] [--blocks 5] [--eval]
 
-The second form times the training loop itself on a phase's config (`loop` records): ms per agent step end to
-end, split into env stepping, the loop's jitted calls, standalone planning calls and the loop's own Python,
-beside the compute alone (one planning call, one round of updates, timed in isolation), the fixed cost of a
-call (the calls' time minus that compute), and evaluation and logging amortised over their frequencies.
+The second form times the training loop itself on a phase's config (`loop` records): blocks of rounds of the
+trainer's own loop (train.csv rows and interventions included), each followed by the compute alone on the same
+states (COMPUTE_REPS planning calls, COMPUTE_REPS rounds of updates, each inside one jitted call), so a noisy
+machine slows both alike. Medians over the blocks of ms per agent step: end to end, env stepping, the loop's
+jitted calls, train.csv rows, the loop's own Python, the compute alone, the calls' fixed cost (their time
+minus that compute) and the loop's own share of the step; `--eval` adds an evaluation and a checkpoint
+amortised over their frequencies. `allocator` says whether the process ran under tcmalloc.
 
 Each measurement is one JSON object per line (stdout, and appended to --out). Timings exclude compilation
 (reported separately), synchronise with block_until_ready, and take the median of --repeats timed calls.
@@ -24,6 +27,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from experiments import allocator
 
 
 def _device_info() -> dict:
@@ -122,7 +127,8 @@ def _median_ms(fn, repeats: int) -> float:
 
 def bench_loop(args, num_seeds: int) -> dict:
     """The trainer's own loop on a phase's config: warm-up rounds (exploration, the seeding burst, compilation),
-    then --rounds timed rounds with nothing else in between."""
+    then --blocks blocks, each --rounds rounds of the loop (logging and interventions included) followed by the
+    compute alone on the same states, so a noisy machine slows both alike; medians over the blocks."""
     import tempfile
     from dataclasses import replace
 
@@ -131,6 +137,7 @@ def bench_loop(args, num_seeds: int) -> dict:
     from tdmpc_glass import acting, agent
     from tdmpc_glass.planner import PlanSettings
     from tdmpc_glass.train import Trainer
+    from tdmpc_glass.trainlog import TrainLogWindow
 
     cfg = resolve(args.phase, args.variant, cli_overrides(args)).cfg
     with tempfile.TemporaryDirectory() as root:
@@ -139,56 +146,84 @@ def bench_loop(args, num_seeds: int) -> dict:
         try:
             loop, _ = trainer.restore_or_init()
             loop = replace(loop, prev_mean=jnp.zeros((num_seeds, trainer.E, cfg.horizon, trainer.act_dim)))
-            ticks = trainer.d.steps_per_env_per_round
-            warm = -(-trainer.d.expl_until_env_steps // (ticks * trainer.env_steps_per_tick)) + args.warmup_rounds
+            window = TrainLogWindow(0, cfg.train.log_freq)
+            ticks, d = trainer.d.steps_per_env_per_round, trainer.d
+            warm = -(-d.expl_until_env_steps // (ticks * trainer.env_steps_per_tick)) + args.warmup_rounds
             for _ in range(warm):
-                loop = trainer.collect_and_update(loop)
-            timings = getattr(trainer, "timings", None)  # absent in trainers that predate it
-            before = dict(timings or {})
-            t0 = time.perf_counter()
-            for _ in range(args.rounds):
-                loop = trainer.collect_and_update(loop)
-            jax.block_until_ready(loop.states)
-            wall = time.perf_counter() - t0
-            steps = args.rounds * ticks
+                loop = trainer.advance(loop, window)
+            plan_call, update_call = _compute_alone(cfg, trainer, acting, agent, PlanSettings)
+            plan_call(loop), update_call(loop)  # compile
+            steps, blocks = args.rounds * ticks, []
+            for _ in range(args.blocks):
+                before, t0 = dict(trainer.timings), time.perf_counter()
+                for _ in range(args.rounds):
+                    loop = trainer.advance(loop, window)
+                jax.block_until_ready(loop.states)
+                wall = time.perf_counter() - t0
+                block = {f"{k}_ms": 1e3 * (trainer.timings[k] - before[k]) / steps
+                         for k in ("env", "device", "act", "log")}
+                block["ms_per_agent_step"] = 1e3 * wall / steps
+                block["plan_compute_ms"] = _median_ms(lambda: plan_call(loop), args.repeats) / COMPUTE_REPS
+                block["update_compute_ms"] = (_median_ms(lambda: update_call(loop), args.repeats)
+                                              / (COMPUTE_REPS * ticks))
+                blocks.append(block)
             record = {"bench": "loop", "phase": args.phase, "seeds": num_seeds, "envs": trainer.E,
-                      "updates_per_round": trainer.d.k_update, "agent_steps_per_round": ticks,
-                      "ms_per_agent_step": 1e3 * wall / steps,
-                      "seed_agent_steps_per_s": num_seeds * trainer.E * steps / wall}
-            if timings is not None:
-                split = {k: 1e3 * (timings[k] - before[k]) / steps for k in ("env", "device", "act")}
-                record.update({f"{k}_ms": v for k, v in split.items()})
-                record["python_ms"] = record["ms_per_agent_step"] - sum(split.values())
-
-            # compute alone, on the trained states: planning and updates each repeated inside one jitted call, so
-            # a call's fixed cost is spread over REPS and what remains is the computation itself
-            reps, states, obs = 20, loop.states, jnp.asarray(loop.obs)
-            settings = PlanSettings.from_config(cfg.planner, cfg.horizon, trainer.d.discount)
-
-            def plans(st, o, p):
-                one = lambda i: acting.act(st, o, p, i, settings, False, cfg.planner.mpc)[0]
-                return jax.lax.map(one, jnp.arange(reps))
-
-            plans = jax.jit(plans)
-            plan_ms = _median_ms(lambda: plans(states, obs, loop.prev_mean), args.repeats) / reps
-            h = agent.Hyper.from_config(cfg)
-            world_tx, policy_tx = agent.optimisers(cfg)
-            k = trainer.d.k_update * reps
-            update = jax.jit(jax.vmap(lambda st: agent.run_updates(st, 0, k, h, world_tx, policy_tx)))
-            update_ms = _median_ms(lambda: update(states), args.repeats) / (reps * ticks)
-            record.update(plan_compute_ms=plan_ms, update_compute_ms=update_ms)
-            if timings is not None:
-                calls_ms = record["device_ms"] + record["act_ms"]
-                record["fixed_call_ms"] = calls_ms - plan_ms - update_ms
-                record["loop_overhead_fraction"] = (record["ms_per_agent_step"] - record["env_ms"] - plan_ms
-                                                    - update_ms) / record["ms_per_agent_step"]
-            if args.eval:  # one evaluation after a warm one (eval_episodes x 2 policies x an episode each)
-                _, eval_s = _time(lambda: trainer.evaluate(states, 0), 1)
-                per_eval = cfg.train.eval_freq / trainer.env_steps_per_tick
-                record.update(eval_s=eval_s, eval_ms_per_agent_step=1e3 * eval_s / per_eval)
+                      "updates_per_round": d.k_update, "agent_steps_per_round": ticks, "blocks": args.blocks,
+                      "rounds_per_block": args.rounds, "overlap_updates": cfg.train.overlap_updates,
+                      "allocator": allocator.active()}
+            record.update(_loop_split(blocks))
+            record["seed_agent_steps_per_s"] = 1e3 * num_seeds * trainer.E / record["ms_per_agent_step"]
+            if args.eval:  # one evaluation and one checkpoint after warm ones, amortised over their frequencies
+                _, eval_s = _time(lambda: trainer.evaluate(loop.states, 0), 1)
+                _, ckpt_s = _time(lambda: trainer.save_checkpoints(loop), 1)
+                per_tick = trainer.env_steps_per_tick
+                record.update(eval_s=eval_s, eval_ms=1e3 * eval_s / (cfg.train.eval_freq / per_tick),
+                              checkpoint_s=ckpt_s,
+                              checkpoint_ms=1e3 * ckpt_s / (cfg.train.checkpoint_freq / per_tick))
         finally:
             trainer.close()
     return record
+
+
+COMPUTE_REPS = 20  # planning calls and rounds of updates repeated inside one jitted call to time compute alone
+
+
+def _compute_alone(cfg, trainer, acting, agent, PlanSettings):
+    """Two functions of the loop's state running COMPUTE_REPS plans and COMPUTE_REPS rounds of updates, each
+    inside one jitted call so that a call's fixed cost is spread thin."""
+    settings = PlanSettings.from_config(cfg.planner, cfg.horizon, trainer.d.discount, trainer.act_dim)
+
+    def plans(st, o, p):
+        return jax.lax.map(lambda i: acting.act(st, o, p, i, settings, False, cfg.planner.mpc)[0],
+                           jnp.arange(COMPUTE_REPS))
+
+    h = agent.Hyper.from_config(cfg)
+    world_tx, policy_tx = agent.optimisers(cfg)
+    k = trainer.d.k_update * COMPUTE_REPS
+    # only the metrics come back, so no pass-through of the state (the buffer) is copied into the outputs
+    updates = jax.vmap(lambda st: agent.run_updates(st, 0, k, h, world_tx, policy_tx)[1])
+    plans, updates = jax.jit(plans), jax.jit(updates)
+    return (lambda loop: plans(loop.states.tree(), jnp.asarray(loop.obs), loop.prev_mean),
+            lambda loop: updates(loop.states.tree()))
+
+
+def _loop_split(blocks: list[dict]) -> dict:
+    """Medians over blocks of ms per agent step: end to end; env stepping; the loop's jitted calls ("device",
+    plus "act" for standalone planning calls); train.csv rows; the loop's own Python (the rest); compute alone
+    (planning, updates); the calls' fixed cost (their time minus that compute); and the loop's own cost as a
+    fraction of the step (end to end minus env and compute)."""
+    def median(key):
+        return statistics.median(b[key] for b in blocks)
+
+    for b in blocks:
+        calls = b["device_ms"] + b["act_ms"]
+        compute = b["plan_compute_ms"] + b["update_compute_ms"]
+        b["python_ms"] = b["ms_per_agent_step"] - b["env_ms"] - calls - b["log_ms"]
+        b["fixed_call_ms"] = calls - compute
+        b["loop_overhead_fraction"] = (b["ms_per_agent_step"] - b["env_ms"] - compute) / b["ms_per_agent_step"]
+    keys = ("ms_per_agent_step", "env_ms", "device_ms", "act_ms", "log_ms", "python_ms", "plan_compute_ms",
+            "update_compute_ms", "fixed_call_ms", "loop_overhead_fraction")
+    return {k: median(k) for k in keys}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,9 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", default=None, help="with --phase: the variant")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --phase: a config override")
     p.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)  # read by cli_overrides
-    p.add_argument("--rounds", type=int, default=100, help="with --phase: rounds timed")
+    p.add_argument("--rounds", type=int, default=50, help="with --phase: rounds timed per block")
+    p.add_argument("--blocks", type=int, default=5, help="with --phase: blocks of rounds, each followed by compute alone")
     p.add_argument("--warmup-rounds", type=int, default=10, help="with --phase: rounds after exploration before timing")
-    p.add_argument("--eval", action="store_true", help="with --phase: also time an evaluation (amortised)")
+    p.add_argument("--eval", action="store_true",
+                   help="with --phase: also time an evaluation and a checkpoint (amortised)")
     args = p.parse_args(argv)
     if args.phase:
         for S in args.seeds:
@@ -248,4 +285,5 @@ def _emit(record: dict, out) -> None:
 
 
 if __name__ == "__main__":
+    allocator.use_tcmalloc()
     sys.exit(main())

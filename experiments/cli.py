@@ -18,9 +18,10 @@ import argparse
 import importlib
 import sys
 
-from experiments import launch
+from experiments import allocator, launch
 
 PROG = "tdmpc-glass"
+TRAINING = ("run", "sweep", "bench")  # commands that run XLA programs at length: under tcmalloc (allocator.py)
 # subcommand -> (module whose main(argv) -> int it calls, one line for --help)
 FORWARDED = {
     "stats": ("analysis.seed_stats", "seed statistics and the phase ledger (analysis/seed_stats.py)"),
@@ -50,6 +51,8 @@ def forward(command: str, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] and sys.argv[1] in TRAINING:  # the console command, not a caller's main(argv)
+        allocator.use_tcmalloc()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in FORWARDED:
         return forward(argv[0], argv[1:])

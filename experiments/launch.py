@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from experiments import sweep
+from experiments import allocator, sweep
 from experiments.phases import (
     PhaseError, Resolved, Units, all_phase_files, format_seeds, intrinsic_bonus_max, parse_seeds, read_phase,
     resolve_variants, short_count, units,
@@ -321,4 +321,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    allocator.use_tcmalloc()
     sys.exit(main())

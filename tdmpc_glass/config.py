@@ -92,6 +92,10 @@ class TrainConfig:
     checkpoint_freq: int = 50_000  # env steps; rounded up to the next episode end
     num_workers: Optional[int] = None  # env worker processes; None: one per CPU core, 0: in-process
     video_at_eval: bool = False  # a K-labelled MPPI video per seed at every evaluation, in <run>/videos/
+    # A round's updates run while the envs step its last agent step (they then sample the buffer without that
+    # step's rows, as TD-MPC2's, which stores an episode at its end, never sees the current one). Faster where
+    # updates and env stepping can overlap (a GPU); deterministic, but not bit-equal to the default order.
+    overlap_updates: bool = False
 
 
 @dataclass

@@ -20,6 +20,7 @@ import numpy as np
 from . import acting, agent, schedules
 from . import buffer as replay
 from .config import Config, Derived
+from .flatstate import FlatState
 from .planner import PlanSettings
 
 
@@ -73,19 +74,23 @@ def make_step(hyper: agent.Hyper, world_tx, policy_tx, settings: PlanSettings, u
     """The jitted agent step: f(states, rows, obs, prev_mean, tick, plan=RoundPlan, inputs=RoundInputs,
     noise_keys=None) -> (states, actions, prev_mean, ok, metrics).
 
-    states: S seeds' AgentState; rows: (obs, action, reward, pos) each (S, n, E, ...), the step's buffer rows;
+    states: S seeds' AgentState as a FlatState (returned as one); rows: (obs, action, reward, pos) each
+    (S, n, E, ...), the step's buffer rows, or None (a call that only updates: train.overlap_updates);
     obs (S, E, obs_dim) and prev_mean (S, E, H, A): what the next step plans from, tick its index. The updates
     (when plan.num_updates > 0) run after the rows are added, then the next actions are planned with the
     updated parameters: the order of two separate calls, in one. actions is None unless plan.act.
     ok (S,) bool: parameters and every metric finite (True without updates); metrics: the updates' means
     (S,) each, {} without updates; they stay on the device until a log row needs them.
     States and prev_mean are donated: nothing is copied whole. `on_trace` runs once per compiled variant."""
-    def step_fn(states, rows, obs, prev_mean, tick, plan: RoundPlan, inputs: RoundInputs, noise_keys=None):
+    def step_fn(flat: FlatState, rows, obs, prev_mean, tick, plan: RoundPlan, inputs: RoundInputs,
+                noise_keys=None):
         on_trace()
-        states = eqx.tree_at(lambda s: s.buffer, states, jax.vmap(replay.add)(states.buffer, *rows))
+        states = flat.tree()
+        if rows is not None:
+            states = eqx.tree_at(lambda s: s.buffer, states, jax.vmap(replay.add)(states.buffer, *rows))
         if plan.kmeans:  # once, when seeding ends: prototypes from the exploration data
             states = jax.vmap(lambda s: agent.kmeans_prototypes(s, agent.stream(s.key, agent.INIT, 1)))(states)
-        metrics, ok = {}, jnp.ones(rows[0].shape[0], bool)
+        metrics, ok = {}, jnp.ones(obs.shape[0], bool)
         if plan.num_updates:
             h = hyper if plan.glass_on else hyper._replace(glass=None)
 
@@ -100,6 +105,6 @@ def make_step(hyper: agent.Hyper, world_tx, policy_tx, settings: PlanSettings, u
         actions = None
         if plan.act:
             actions, prev_mean = acting.act(states, obs, prev_mean, tick, settings, False, use_planner, noise_keys)
-        return states, actions, prev_mean, ok, metrics
+        return FlatState.of(states), actions, prev_mean, ok, metrics
 
     return jax.jit(step_fn, static_argnames=("plan",), donate_argnums=(0, 3))

@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import acting, agent, resume, rounds, runlayout
+from .flatstate import FlatState, as_tree
 from .basin import train_with_restarts
 from .config import Config, derive
 from .envs import EnvPool
@@ -80,7 +81,7 @@ def explore_actions(run_seeds, tick: int, num_envs: int, act_dim: int) -> np.nda
 class LoopState:
     """Everything the loop carries from one round to the next."""
 
-    states: object  # the batch's stacked AgentState (device)
+    states: FlatState  # the batch's stacked AgentState, flat between the jitted calls (flatstate.py)
     counters: Counters
     active: np.ndarray  # (S,) bool: seeds still training in this batch
     left: np.ndarray  # (S,) bool: seeds an intervention took out on purpose (basin restart), not failures
@@ -125,7 +126,7 @@ class Trainer:
         world_tx, policy_tx = agent.optimisers(cfg)
         self.interventions = (interventions if interventions is not None
                               else scheduled_interventions(cfg, self.obs_dim, self.act_dim, world_tx))
-        self.fused = fused
+        self.fused, self.overlap = fused, cfg.train.overlap_updates
         self._init = jax.jit(jax.vmap(lambda s: agent.init_state(cfg, self.obs_dim, self.act_dim, s)))
         settings = PlanSettings.from_config(cfg.planner, cfg.horizon, self.d.discount, self.act_dim)
         self._step = rounds.make_step(agent.Hyper.from_config(cfg), world_tx, policy_tx, settings, cfg.planner.mpc,
@@ -134,7 +135,7 @@ class Trainer:
 
         def act(states, obs, prev_mean, counter, eval_mode: bool, use_planner: bool, noise_keys=None):
             self._count("act")
-            return acting.act(states, obs, prev_mean, counter, settings, eval_mode, use_planner, noise_keys)
+            return acting.act(as_tree(states), obs, prev_mean, counter, settings, eval_mode, use_planner, noise_keys)
 
         self.act = jax.jit(act, static_argnames=("eval_mode", "use_planner"))
 
@@ -165,26 +166,31 @@ class Trainer:
         for i, message in skipped:  # damaged or half-written checkpoints the batch resumed without
             print(f"warning: seed {self.seeds[i]}: {message}", file=sys.stderr)
             self.log.event(i, self.env_step(counters), "checkpoint_skipped", message=message)
-        return LoopState(states, counters, np.ones(S, bool), np.zeros(S, bool)), found is not None
+        return LoopState(FlatState.of(states), counters, np.ones(S, bool), np.zeros(S, bool)), found is not None
 
     def save_checkpoints(self, loop: LoopState) -> None:
         clock = time.perf_counter()
         ckpt_dirs = [d / runlayout.CHECKPOINTS for d in self.log.dirs]
         schedule = [{"attempt": a, "run_seed": r, **self.env.state(i)}
                     for i, (a, r) in enumerate(zip(self.attempts, self.run_seeds))]
-        resume.save(loop.states, ckpt_dirs, loop.active, self.seeds, self.env_step(loop.counters), loop.counters,
+        resume.save(loop.states.tree(), ckpt_dirs, loop.active, self.seeds, self.env_step(loop.counters), loop.counters,
                     schedule, self.cfg)
         self.timings["log"] += time.perf_counter() - clock
 
     # ---- one round -----------------------------------------------------------------------------------------
     def collect_and_update(self, loop: LoopState) -> LoopState:
         """One round: per tick, one env step of every env of every seed and one jitted call that adds the
-        tick's rows, runs the updates due at the round's end and plans the next tick's actions."""
-        cfg, L, t = self.cfg, self.L, self.timings
+        tick's rows, runs the updates due at the round's end and plans the next tick's actions.
+
+        With train.overlap_updates the round's updates are a call of their own, dispatched just before the
+        round's last env step so that they run while the envs step; that tick's call then adds rows and plans."""
+        cfg, d, L, t = self.cfg, self.d, self.L, self.timings
         counters, obs, prev_mean, planned = loop.counters, loop.obs, loop.prev_mean, loop.planned
-        states, ticks = loop.states, self.d.steps_per_env_per_round
+        states, ticks = loop.states, d.steps_per_env_per_round
+        ok, metrics, round_updates = None, {}, 0
         for i in range(ticks):
             tick, env_step = counters.tick, self.env_step(counters)
+            next_step = env_step + self.env_steps_per_tick
             rows = []
             if tick % L == 0:  # every env of every seed starts a new episode together
                 clock = time.perf_counter()
@@ -193,7 +199,7 @@ class Trainer:
                 prev_mean, planned = jnp.zeros_like(prev_mean), None
                 rows.append(self._row(obs, np.zeros((*obs.shape[:2], self.act_dim), np.float32),
                                       np.zeros(obs.shape[:2], np.float32), 0))
-            exploring = env_step < self.d.expl_until_env_steps
+            exploring = env_step < d.expl_until_env_steps
             if exploring:
                 actions = explore_actions(self.run_seeds, tick, self.E, self.act_dim)
             else:
@@ -205,6 +211,19 @@ class Trainer:
                     t["act"] += time.perf_counter() - clock
                 actions = planned
                 actions[~loop.active] = 0.0  # a failed seed's NaN actions must not reach the simulator
+
+            clock = time.perf_counter()
+            if i == ticks - 1:  # the updates due at the round's end
+                plan, inputs = rounds.plan_round(cfg, d, next_step, counters)
+                round_updates = plan.num_updates
+            else:
+                plan, inputs = rounds.RoundPlan(0, False, False), rounds.RoundInputs(np.int32(counters.updates))
+            if self.overlap and (plan.num_updates or plan.kmeans):  # dispatched now, they run during env.step
+                states, _, prev_mean, ok, metrics = self._step(states, None, obs, prev_mean, np.int32(tick),
+                                                               plan=plan, inputs=inputs)
+                plan, inputs = rounds.RoundPlan(0, False, False), rounds.RoundInputs(np.int32(counters.updates))
+            t["device"] += time.perf_counter() - clock
+
             clock = time.perf_counter()
             obs, reward = self.env.step(actions, StepContext(tick, env_step, exploring))
             t["env"] += time.perf_counter() - clock
@@ -212,25 +231,22 @@ class Trainer:
             counters = counters._replace(tick=tick + 1)
 
             clock = time.perf_counter()
-            next_step = self.env_step(counters)
-            if i == ticks - 1:
-                plan, inputs = rounds.plan_round(cfg, self.d, next_step, counters)
-            else:
-                plan, inputs = rounds.RoundPlan(0, False, False), rounds.RoundInputs(np.int32(counters.updates))
-            plan = plan._replace(act=self.fused and next_step >= self.d.expl_until_env_steps)
+            plan = plan._replace(act=self.fused and next_step >= d.expl_until_env_steps)
             column = lambda j: np.stack([row[j] for row in rows], axis=1)  # (S, n, E, ...)
-            states, planned, prev_mean, ok, metrics = self._step(
+            states, planned, prev_mean, step_ok, step_metrics = self._step(
                 states, tuple(column(j) for j in range(4)), obs, prev_mean, np.int32(counters.tick),
                 plan=plan, inputs=inputs, noise_keys=self.noise_keys)
+            if plan.num_updates:
+                ok, metrics = step_ok, step_metrics
             planned = None if planned is None else np.array(planned)  # waits for the call: the only sync
             t["device"] += time.perf_counter() - clock
 
-        counters = counters._replace(updates=counters.updates + plan.num_updates,
-                                     burst_done=counters.burst_done or next_step >= self.d.expl_until_env_steps)
+        counters = counters._replace(updates=counters.updates + round_updates,
+                                     burst_done=counters.burst_done or next_step >= d.expl_until_env_steps)
         env_metrics = self.env.round_metrics(next_step)
         metrics = {**metrics, **env_metrics} if metrics else {}  # the env wrappers' values join update rounds
         return replace(loop, states=states, counters=counters, obs=obs, prev_mean=prev_mean, planned=planned,
-                       metrics=metrics, ok=np.asarray(ok) if plan.num_updates else None)
+                       metrics=metrics, ok=np.asarray(ok) if round_updates else None)
 
     @staticmethod
     def _row(obs, action, reward, pos: int):
@@ -256,8 +272,10 @@ class Trainer:
 
     def intervene(self, loop: LoopState, prev_env_step: int) -> LoopState:
         """Run the after-round interventions; log their events; seeds they take out leave the batch."""
-        env_step, states = self.env_step(loop.counters), loop.states
-        active, left = loop.active.copy(), loop.left.copy()
+        if not self.interventions:
+            return loop
+        env_step, tree = self.env_step(loop.counters), loop.states.tree()
+        active, left, states = loop.active.copy(), loop.left.copy(), tree
         for intervention in self.interventions:
             view = RoundView(prev_env_step, env_step, active.copy(), self.seeds, self.attempts,
                                            self.run_seeds, self.log.last_row)
@@ -268,8 +286,9 @@ class Trainer:
                     self.log.status(event.seed_index, env_step=env_step, **event.leave)
                     active[event.seed_index], left[event.seed_index] = False, True
         # actions planned before an intervention changed the states are planned again
-        planned = loop.planned if states is loop.states else None
-        return replace(loop, states=states, active=active, left=left, planned=planned)
+        if states is tree:
+            return replace(loop, active=active, left=left)
+        return replace(loop, states=FlatState.of(states), active=active, left=left, planned=None)
 
     # ---- evaluation ----------------------------------------------------------------------------------------
     def evaluate(self, states, eval_index: int, stop: Optional[StopRequest] = None) -> Optional[dict]:
@@ -310,7 +329,7 @@ class Trainer:
         common = {"env_step": env_step, "agent_step": loop.counters.tick * self.E, "episodes": t.eval_episodes}
         self.log.eval_row(common, results, loop.active)
         if t.video_at_eval:
-            self.log.record_videos(self.cfg, self.obs_dim, self.act_dim, self.act, loop.states, loop.active,
+            self.log.record_videos(self.cfg, self.obs_dim, self.act_dim, self.act, loop.states.tree(), loop.active,
                                    env_step)
         self.timings["eval"] += time.perf_counter() - clock
         return replace(loop, counters=loop.counters._replace(last_eval=env_step))
@@ -323,6 +342,15 @@ class Trainer:
         self.timings["log"] += time.perf_counter() - clock
 
     # ---- the loop ------------------------------------------------------------------------------------------
+    def advance(self, loop: LoopState, window: TrainLogWindow) -> LoopState:
+        """One round and what follows it: the finite check, the train.csv window, the interventions."""
+        env_step, updates_before = self.env_step(loop.counters), loop.counters.updates
+        loop = self.check_finite(self.collect_and_update(loop))
+        window.add(loop.metrics, loop.counters.updates - updates_before)
+        if window.due(self.env_step(loop.counters)):
+            self.write_train_row(window, loop)
+        return self.intervene(loop, env_step)
+
     def run(self) -> int:
         cfg = self.cfg
         loop, resumed = self.restore_or_init()
@@ -359,13 +387,8 @@ class Trainer:
                             break
                     if not loop.active.any():
                         break
-                    updates_before = loop.counters.updates
-                    loop = self.check_finite(self.collect_and_update(loop))
+                    loop = self.advance(loop, window)
                     bar.update(self.env_step(loop.counters) - bar.n)
-                    window.add(loop.metrics, loop.counters.updates - updates_before)
-                    if window.due(self.env_step(loop.counters)):
-                        self.write_train_row(window, loop)
-                    loop = self.intervene(loop, env_step)
             except KeyboardInterrupt:
                 self.log.finish(loop.active, self.env_step(loop.counters), runlayout.INTERRUPTED,
                                 "stopped at once; progress since the last checkpoint is lost")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tdmpc_glass.train import Trainer
+from tdmpc_glass.train import Trainer, train
 from train_script import assert_extension_reproduces, rows, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def test_random_streams_can_be_held_or_varied_one_at_a_time(tmp_path):
         trainer = Trainer(cfg, [1, 2], [tmp_path / "a", tmp_path / "b"], progress=False)
         try:
             loop, _ = trainer.restore_or_init()
-            keys = np.asarray(loop.states.key)
+            keys = np.asarray(loop.states.tree().key)
             explore = [explore_actions([s], 0, 2, 4)[0] for s in trainer.run_seeds]
             return keys, explore, np.asarray(trainer.noise_keys)
         finally:
@@ -188,3 +188,14 @@ def test_an_interrupt_during_evaluation_stops_it_at_once_and_resume_redoes_it(tm
     proc = launch(dirs, seeds=(1,), **slow)
     assert proc.communicate(timeout=900) is not None and proc.returncode == 0
     assert [int(r["env_step"]) for r in rows(dirs[0] / "eval.csv")] == [0, 400, 800]  # the evaluation at 0 redone
+
+
+@pytest.mark.slow
+def test_overlapped_updates_are_a_fixed_run_that_resumes_identically(trained_runs, tmp_path):
+    # train.overlap_updates: a round's updates run while the envs step its last agent step, so they sample the
+    # buffer without that step's rows: a different run from the default order, but one its seeds fix
+    cfg = tiny_config(overlap_updates=True)
+    full = [tmp_path / "seed1", tmp_path / "seed2"]
+    assert train(cfg, list(trained_runs.seeds), full, progress=False) == 0
+    assert rows(full[0] / "train.csv") != rows(trained_runs.dirs[0] / "train.csv")
+    assert_extension_reproduces(cfg, trained_runs.seeds, full, tmp_path / "parts", stop_at=160)

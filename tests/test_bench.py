@@ -1,0 +1,33 @@
+"""The loop benchmark as a user runs it: `tdmpc-glass bench --phase ...` prints one JSON line per seed count whose
+split adds up."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_the_loop_benchmark_splits_an_agent_step(tmp_path):
+    out = tmp_path / "bench.jsonl"
+    cmd = [sys.executable, "-m", "experiments.cli", "bench", "--phase", "demo", "--seeds", "1", "--set",
+           "train.num_envs=1", "--set", "train.expl_until=400", "--set", "train.seed_updates=10", "--rounds", "20",
+           "--blocks", "2", "--repeats", "1", "--warmup-rounds", "2", "--eval", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == record
+    assert record["bench"] == "loop" and record["seeds"] == 1 and record["blocks"] == 2
+    parts = ("env_ms", "device_ms", "act_ms", "log_ms", "python_ms")
+    assert all(record[k] >= 0 for k in parts if k != "python_ms")
+    # the parts are medians over blocks, so they add up to the end-to-end median only roughly
+    assert sum(record[k] for k in parts) == pytest.approx(record["ms_per_agent_step"], rel=0.25)
+    assert 0 < record["plan_compute_ms"] and 0 < record["update_compute_ms"]
+    assert record["loop_overhead_fraction"] < 1
+    assert record["eval_s"] > 0 and record["checkpoint_s"] > 0
+    assert record["allocator"] in ("tcmalloc", "system") and record["backend"] == "cpu"
