@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --phase: a config override")
     p.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)  # read by cli_overrides
     p.add_argument("--rounds", type=int, default=50, help="with --phase: rounds timed per block")
-    p.add_argument("--blocks", type=int, default=5, help="with --phase: blocks of rounds, each followed by compute alone")
+    p.add_argument("--blocks", type=int, default=5,
+                   help="with --phase: blocks of rounds, each followed by the compute alone")
     p.add_argument("--warmup-rounds", type=int, default=10, help="with --phase: rounds after exploration before timing")
     p.add_argument("--eval", action="store_true",
                    help="with --phase: also time an evaluation and a checkpoint (amortised)")

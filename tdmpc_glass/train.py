@@ -30,12 +30,12 @@ import numpy as np
 from tqdm import tqdm
 
 from . import acting, agent, resume, rounds, runlayout
-from .flatstate import FlatState, as_tree
 from .basin import train_with_restarts
 from .config import Config, derive
 from .envs import EnvPool
 from .envs import shaping as shaping_lib
 from .envs.training import EVAL_STREAM, StepContext, episode_seeds, eval_observation, training_env
+from .flatstate import FlatState, as_tree
 from .interventions import RoundView
 from .interventions import from_config as scheduled_interventions
 from .multitask import model_obs_dim, tasks_of
@@ -135,7 +135,8 @@ class Trainer:
 
         def act(states, obs, prev_mean, counter, eval_mode: bool, use_planner: bool, noise_keys=None):
             self._count("act")
-            return acting.act(as_tree(states), obs, prev_mean, counter, settings, eval_mode, use_planner, noise_keys)
+            return acting.act(as_tree(states), obs, prev_mean, counter, settings, eval_mode, use_planner,
+                              noise_keys)
 
         self.act = jax.jit(act, static_argnames=("eval_mode", "use_planner"))
 
@@ -173,8 +174,8 @@ class Trainer:
         ckpt_dirs = [d / runlayout.CHECKPOINTS for d in self.log.dirs]
         schedule = [{"attempt": a, "run_seed": r, **self.env.state(i)}
                     for i, (a, r) in enumerate(zip(self.attempts, self.run_seeds))]
-        resume.save(loop.states.tree(), ckpt_dirs, loop.active, self.seeds, self.env_step(loop.counters), loop.counters,
-                    schedule, self.cfg)
+        resume.save(loop.states.tree(), ckpt_dirs, loop.active, self.seeds, self.env_step(loop.counters),
+                    loop.counters, schedule, self.cfg)
         self.timings["log"] += time.perf_counter() - clock
 
     # ---- one round -----------------------------------------------------------------------------------------
