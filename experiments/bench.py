@@ -134,8 +134,6 @@ def bench_loop(args, num_seeds: int) -> dict:
 
     from experiments.launch import cli_overrides
     from experiments.phases import resolve
-    from tdmpc_glass import acting, agent
-    from tdmpc_glass.planner import PlanSettings
     from tdmpc_glass.train import Trainer
     from tdmpc_glass.trainlog import TrainLogWindow
 
@@ -151,7 +149,7 @@ def bench_loop(args, num_seeds: int) -> dict:
             warm = -(-d.expl_until_env_steps // (ticks * trainer.env_steps_per_tick)) + args.warmup_rounds
             for _ in range(warm):
                 loop = trainer.advance(loop, window)
-            plan_call, update_call = _compute_alone(cfg, trainer, acting, agent, PlanSettings)
+            plan_call, update_call = _compute_alone(cfg, trainer)
             plan_call(loop), update_call(loop)  # compile
             steps, blocks = args.rounds * ticks, []
             for _ in range(args.blocks):
@@ -188,9 +186,12 @@ def bench_loop(args, num_seeds: int) -> dict:
 COMPUTE_REPS = 20  # planning calls and rounds of updates repeated inside one jitted call to time compute alone
 
 
-def _compute_alone(cfg, trainer, acting, agent, PlanSettings):
+def _compute_alone(cfg, trainer):
     """Two functions of the loop's state running COMPUTE_REPS plans and COMPUTE_REPS rounds of updates, each
     inside one jitted call so that a call's fixed cost is spread thin."""
+    from tdmpc_glass import acting, agent
+    from tdmpc_glass.planner import PlanSettings
+
     settings = PlanSettings.from_config(cfg.planner, cfg.horizon, trainer.d.discount, trainer.act_dim)
 
     def plans(st, o, p):

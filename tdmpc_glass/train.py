@@ -129,7 +129,7 @@ class Trainer:
         self.fused, self.overlap = fused, cfg.train.overlap_updates
         self._init = jax.jit(jax.vmap(lambda s: agent.init_state(cfg, self.obs_dim, self.act_dim, s)))
         settings = PlanSettings.from_config(cfg.planner, cfg.horizon, self.d.discount, self.act_dim)
-        self._step = rounds.make_step(agent.Hyper.from_config(cfg), world_tx, policy_tx, settings, cfg.planner.mpc,
+        self.agent_step = rounds.make_step(agent.Hyper.from_config(cfg), world_tx, policy_tx, settings, cfg.planner.mpc,
                                       on_trace=lambda: self._count("round"))
         self.timings = dict.fromkeys(("env", "device", "act", "eval", "log"), 0.0)  # seconds, for benchmarks
 
@@ -220,7 +220,7 @@ class Trainer:
             else:
                 plan, inputs = rounds.RoundPlan(0, False, False), rounds.RoundInputs(np.int32(counters.updates))
             if self.overlap and (plan.num_updates or plan.kmeans):  # dispatched now, they run during env.step
-                states, _, prev_mean, ok, metrics = self._step(states, None, obs, prev_mean, np.int32(tick),
+                states, _, prev_mean, ok, metrics = self.agent_step(states, None, obs, prev_mean, np.int32(tick),
                                                                plan=plan, inputs=inputs)
                 plan, inputs = rounds.RoundPlan(0, False, False), rounds.RoundInputs(np.int32(counters.updates))
             t["device"] += time.perf_counter() - clock
@@ -234,7 +234,7 @@ class Trainer:
             clock = time.perf_counter()
             plan = plan._replace(act=self.fused and next_step >= d.expl_until_env_steps)
             column = lambda j: np.stack([row[j] for row in rows], axis=1)  # (S, n, E, ...)
-            states, planned, prev_mean, step_ok, step_metrics = self._step(
+            states, planned, prev_mean, step_ok, step_metrics = self.agent_step(
                 states, tuple(column(j) for j in range(4)), obs, prev_mean, np.int32(counters.tick),
                 plan=plan, inputs=inputs, noise_keys=self.noise_keys)
             if plan.num_updates:
