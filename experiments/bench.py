@@ -125,19 +125,16 @@ def _median_ms(fn, repeats: int) -> float:
     return 1e3 * _time(fn, repeats)[1]
 
 
-def bench_loop(args, num_seeds: int) -> dict:
+def bench_loop(args, cfg, num_seeds: int) -> dict:
     """The trainer's own loop on a phase's config: warm-up rounds (exploration, the seeding burst, compilation),
     then --blocks blocks, each --rounds rounds of the loop (logging and interventions included) followed by the
     compute alone on the same states, so a noisy machine slows both alike; medians over the blocks."""
     import tempfile
     from dataclasses import replace
 
-    from experiments.launch import cli_overrides
-    from experiments.phases import resolve
     from tdmpc_glass.train import Trainer
     from tdmpc_glass.trainlog import TrainLogWindow
 
-    cfg = resolve(args.phase, args.variant, cli_overrides(args)).cfg
     with tempfile.TemporaryDirectory() as root:
         trainer = Trainer(cfg, list(range(1, num_seeds + 1)), [f"{root}/seed{s}" for s in range(num_seeds)],
                           progress=False)
@@ -227,17 +224,38 @@ def _loop_split(blocks: list[dict]) -> dict:
     return {k: median(k) for k in keys}
 
 
+def _count(minimum: int):
+    """An argparse type: an integer of at least `minimum` (a bad one is a usage error naming the flag)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    parse.__name__ = "integer"  # argparse names the type in its message for text that is not an integer
+    return parse
+
+
+def _phase_config(args):
+    """The --phase config with --variant and --set applied, its task checked; a bad one raises a one-line error."""
+    from experiments.launch import check_task, cli_overrides
+    from experiments.phases import resolve
+
+    resolved = resolve(args.phase, args.variant, cli_overrides(args))
+    check_task(resolved)
+    return resolved.cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.splitlines()[0])
     p.add_argument("--task", default="hopper-hop")
     p.add_argument("--size", type=int, default=5, help="model size in millions (1, 5, 19, 48)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 5], help="seed counts S to measure")
+    p.add_argument("--seeds", type=_count(1), nargs="+", default=[1, 5], help="seed counts S to measure")
     p.add_argument("--envs", type=int, nargs="+", default=[1, 16], help="envs per seed E for the planner")
     p.add_argument("--num-samples", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--buffer", type=int, default=10_000, help="buffer capacity per seed for the update bench")
     p.add_argument("--updates-per-call", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=_count(1), default=5)
     p.add_argument("--env-steps", type=int, default=200, help="agent steps per env for the env bench")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--only", choices=["updates", "planner", "envs"], nargs="+",
@@ -247,16 +265,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", default=None, help="with --phase: the variant")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --phase: a config override")
     p.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)  # read by cli_overrides
-    p.add_argument("--rounds", type=int, default=50, help="with --phase: rounds timed per block")
-    p.add_argument("--blocks", type=int, default=5,
+    p.add_argument("--rounds", type=_count(1), default=50, help="with --phase: rounds timed per block")
+    p.add_argument("--blocks", type=_count(1), default=5,
                    help="with --phase: blocks of rounds, each followed by the compute alone")
-    p.add_argument("--warmup-rounds", type=int, default=10, help="with --phase: rounds after exploration before timing")
+    p.add_argument("--warmup-rounds", type=_count(0), default=10,
+                   help="with --phase: rounds after exploration before timing")
     p.add_argument("--eval", action="store_true",
                    help="with --phase: also time an evaluation and a checkpoint (amortised)")
     args = p.parse_args(argv)
     if args.phase:
+        from experiments.phases import PhaseError
+        from experiments.rundirs import LaunchError
+        from tdmpc_glass.config import ConfigError
+
+        try:
+            cfg = _phase_config(args)
+        except (PhaseError, ConfigError, LaunchError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         for S in args.seeds:
-            _emit({**bench_loop(args, S), **_device_info()}, args.out)
+            _emit({**bench_loop(args, cfg, S), **_device_info()}, args.out)
         return 0
     from tdmpc_glass.envs import task_spec, validate_task
     try:

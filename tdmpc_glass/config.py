@@ -349,6 +349,15 @@ def check(cfg: Config) -> None:
         value = getattr(cfg.streams, name)
         if value is not None and value < 0:
             raise ValueError(f"streams.{name}: a seed must be >= 0, got {value}")
+    # the counts derive() divides by come first, so a zero is named instead of raising ZeroDivisionError
+    for key in ("steps", "action_repeat", "episode_length", "num_envs", "buffer_capacity", "eval_freq",
+                "eval_episodes", "log_freq", "checkpoint_freq"):
+        if getattr(t, key) < 1:
+            raise ValueError(f"train.{key}: must be >= 1, got {getattr(t, key)}")
+    if t.collect_steps is not None and t.collect_steps < 1:
+        raise ValueError(f"train.collect_steps: must be >= 1, got {t.collect_steps}")
+    if cfg.optim.discount_denom <= 0:
+        raise ValueError(f"optim.discount_denom: must be > 0, got {cfg.optim.discount_denom:g}")
     d = derive(cfg)
     if d.latent_dim % m.simnorm_dim:
         raise ValueError(f"model.latent_dim: {d.latent_dim} is not a multiple of model.simnorm_dim={m.simnorm_dim}")
@@ -356,10 +365,6 @@ def check(cfg: Config) -> None:
         raise ValueError(f"model.num_q: need at least 2 Q heads, got {d.num_q}")
     if cfg.horizon < 1:
         raise ValueError(f"horizon: must be >= 1, got {cfg.horizon}")
-    for key in ("steps", "action_repeat", "episode_length", "num_envs", "buffer_capacity", "eval_freq",
-                "eval_episodes", "log_freq", "checkpoint_freq"):
-        if getattr(t, key) < 1:
-            raise ValueError(f"train.{key}: must be >= 1, got {getattr(t, key)}")
     if d.collect_steps < 1 or d.collect_steps % t.num_envs:
         raise ValueError(f"train.collect_steps: {d.collect_steps} is not a positive multiple of "
                          f"train.num_envs={t.num_envs}")

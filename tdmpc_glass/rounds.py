@@ -69,6 +69,12 @@ def plan_round(cfg: Config, d: Derived, env_step: int, counters: Counters) -> tu
     return plan, inputs
 
 
+def no_updates(counters: Counters) -> tuple[RoundPlan, RoundInputs]:
+    """The plan and inputs of a call that runs no updates (a tick before the round's last, or the tick's call
+    after overlapped updates)."""
+    return RoundPlan(0, False, False), RoundInputs(np.int32(counters.updates))
+
+
 def make_step(hyper: agent.Hyper, world_tx, policy_tx, settings: PlanSettings, use_planner: bool,
               on_trace=lambda: None):
     """The jitted agent step: f(states, rows, obs, prev_mean, tick, plan=RoundPlan, inputs=RoundInputs,

@@ -129,8 +129,8 @@ class Trainer:
         self.fused, self.overlap = fused, cfg.train.overlap_updates
         self._init = jax.jit(jax.vmap(lambda s: agent.init_state(cfg, self.obs_dim, self.act_dim, s)))
         settings = PlanSettings.from_config(cfg.planner, cfg.horizon, self.d.discount, self.act_dim)
-        self.agent_step = rounds.make_step(agent.Hyper.from_config(cfg), world_tx, policy_tx, settings, cfg.planner.mpc,
-                                      on_trace=lambda: self._count("round"))
+        self.agent_step = rounds.make_step(agent.Hyper.from_config(cfg), world_tx, policy_tx, settings,
+                                           cfg.planner.mpc, on_trace=lambda: self._count("round"))
         self.timings = dict.fromkeys(("env", "device", "act", "eval", "log"), 0.0)  # seconds, for benchmarks
 
         def act(states, obs, prev_mean, counter, eval_mode: bool, use_planner: bool, noise_keys=None):
@@ -218,11 +218,11 @@ class Trainer:
                 plan, inputs = rounds.plan_round(cfg, d, next_step, counters)
                 round_updates = plan.num_updates
             else:
-                plan, inputs = rounds.RoundPlan(0, False, False), rounds.RoundInputs(np.int32(counters.updates))
+                plan, inputs = rounds.no_updates(counters)
             if self.overlap and (plan.num_updates or plan.kmeans):  # dispatched now, they run during env.step
                 states, _, prev_mean, ok, metrics = self.agent_step(states, None, obs, prev_mean, np.int32(tick),
-                                                               plan=plan, inputs=inputs)
-                plan, inputs = rounds.RoundPlan(0, False, False), rounds.RoundInputs(np.int32(counters.updates))
+                                                                    plan=plan, inputs=inputs)
+                plan, inputs = rounds.no_updates(counters)
             t["device"] += time.perf_counter() - clock
 
             clock = time.perf_counter()

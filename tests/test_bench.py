@@ -31,3 +31,26 @@ def test_the_loop_benchmark_splits_an_agent_step(tmp_path):
     assert record["loop_overhead_fraction"] < 1
     assert record["eval_s"] > 0 and record["checkpoint_s"] > 0
     assert record["allocator"] in ("tcmalloc", "system") and record["backend"] == "cpu"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--phase", "nope"], "error: unknown phase 'nope': no phases/nope.yaml"),
+    (["--phase", "demo", "--set", "train.num_envs=0"], "error: resolved config: train.num_envs: must be >= 1, got 0"),
+    (["--phase", "demo", "--set", "task=dmc-nope"], "error: command line: task: unknown task 'dmc-nope'"),
+])
+def test_a_bad_phase_config_is_one_line_and_exit_2(capsys, argv, message):
+    from experiments import bench
+
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("flag", ["--rounds", "--blocks", "--repeats", "--seeds"])
+def test_a_count_below_one_is_a_usage_error_naming_the_flag(capsys, flag):
+    from experiments import bench
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--phase", "demo", flag, "0"])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: must be >= 1, got 0" in capsys.readouterr().err

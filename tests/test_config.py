@@ -74,6 +74,14 @@ def test_cross_field_check_errors_name_the_resolved_config():
     assert error_of([("p.yaml", {"model.size": 7})]).startswith("resolved config: model.size:")
 
 
+@pytest.mark.parametrize("key, value", [
+    ("train.num_envs", 0), ("train.action_repeat", 0), ("train.episode_length", 0), ("train.collect_steps", 0),
+    ("optim.discount_denom", 0.0),
+])
+def test_a_zero_count_the_derived_values_divide_by_is_named_not_a_division_error(key, value):
+    assert error_of([("p.yaml", {key: value})]).startswith(f"resolved config: {key}: must be ")
+
+
 @pytest.mark.parametrize("key, value, why", [
     ("graph", "dense", "'dense' is not one of rownorm_sym, counts_sym, flow"),
     ("graph_grad", "some", "'some' is not one of full, prototypes, none"),
