@@ -219,26 +219,26 @@ def test_intrinsic_coefficient_schedule():
     assert agent.intrinsic_coefficient(small_config(enabled=False, intrinsic_coef=0.1), 0) is None
     assert agent.Hyper.from_config(small_config(intrinsic_coef=0.1)).glass.intrinsic
     assert not agent.Hyper.from_config(small_config()).glass.intrinsic
-    # the bonus is paid per simulator step: the update knows how many an agent step spans
-    assert agent.Hyper.from_config(small_config(intrinsic_coef=0.1)).action_repeat == 2
+    # the bonus is paid once per decision, whatever the action repeat: the update has no action repeat to know
+    assert "action_repeat" not in agent.Hyper._fields
 
 
 def test_intrinsic_reward_enters_reward_and_td_targets_only(probe):
-    """The losses with coefficient c equal those with coefficient 0 on stored rewards r + 2 c H(c(z_{t+1}) @ S):
-    c H per simulator step, two simulator steps (action_repeat) per agent step, as the log's "max bonus ~210"
-    = 0.1 ln 8 x 1000 env steps per episode."""
+    """The losses with coefficient c equal those with coefficient 0 on stored rewards r + c H(c(z_{t+1}) @ S):
+    c H once per decision (this config repeats each action twice; the bonus is still paid once), as the log's
+    "max bonus ~210" = 0.1 ln 8 x 1000 decisions per episode at its clock."""
     cfg, h, world, policy, run = probe
     batch, coef = fake_batch(3), 0.3
-    assert cfg.train.action_repeat == h.action_repeat == 2
+    assert cfg.train.action_repeat == 2
     S = glass.cluster_matrix(world.glass.assign_logits)
     entropy = glass.entropy(glass.soft_assignment(world.encode(batch.obs[1:]), world.glass.mu, 0.2) @ S)  # (H, B)
     assert float(entropy.min()) >= 0 and float(entropy.max()) <= math.log(K) + 1e-6
     on = run(world, batch, jnp.float32(coef))[0]
-    by_hand = run(world, batch._replace(reward=batch.reward + 2 * coef * entropy), jnp.float32(0.0))[0]
+    by_hand = run(world, batch._replace(reward=batch.reward + coef * entropy), jnp.float32(0.0))[0]
     plain = run(world, batch, jnp.float32(0.0))[0]
     for name in ("reward_loss", "value_loss", "consistency_loss", "glass_loss"):
         assert float(on[name]) == pytest.approx(float(by_hand[name]), rel=1e-5), name
-    assert float(on["intrinsic_reward"]) == pytest.approx(2 * coef * float(entropy.mean()), rel=1e-5)
+    assert float(on["intrinsic_reward"]) == pytest.approx(coef * float(entropy.mean()), rel=1e-5)
     assert float(on["intrinsic_coef"]) == pytest.approx(coef) and float(plain["intrinsic_reward"]) == 0.0
     assert abs(float(on["value_loss"]) - float(plain["value_loss"])) > 1e-4 * abs(float(plain["value_loss"]))
     with pytest.raises(ValueError, match="intrinsic_coef"):
