@@ -387,3 +387,28 @@ def test_tiny_run_with_the_new_variants_logs_diagnostics_and_never_retraces(tmp_
     with open(run / "eval.csv", newline="") as f:
         evals = list(csv.DictReader(f))
     assert [int(r["env_step"]) for r in evals] == [0, 320, 640]
+
+
+def test_cluster_input_grad_lets_the_value_loss_move_the_partition_and_the_encoder_through_that_input():
+    """glass.cluster_input_grad (phase v): the TD terms' gradients reach mu and S through the cluster features
+    of pi's and Q's input; off (the default), they do not (see the stop-gradient test above). The MoE router stays
+    stop-gradient either way."""
+    def td_grads(grad_flows):
+        cfg = small_config(cluster_input=True, cluster_input_grad=grad_flows)
+        h = agent.Hyper.from_config(cfg)
+        world, policy = make_networks(cfg, OBS_DIM, ACT_DIM, jax.random.PRNGKey(0))
+        assert world.cluster_input_grad is grad_flows
+        leaves, treedef = jax.tree.flatten(world.qs)  # random last layers: zero-init heads pass no gradient back
+        keys = jax.random.split(jax.random.PRNGKey(9), len(leaves))
+        world = eqx.tree_at(lambda w: w.qs, world, jax.tree.unflatten(
+            treedef, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]))
+
+        def value_part(w):
+            _, (_, terms) = agent.world_loss(w, policy, w.qs, fake_batch(5), jax.random.PRNGKey(3), h)
+            return terms["value_loss"]
+
+        return eqx.filter_jit(jax.grad(value_part))(world).glass
+
+    on = td_grads(True)  # off: test_td_mpc2_losses_never_train_the_partition_... (the probe has cluster_input on)
+    assert sq_norm(on.mu) > 0 and sq_norm(on.assign_logits) > 0
+    assert not small_config(cluster_input=True).glass.cluster_input_grad  # the schema's default: today's runs
