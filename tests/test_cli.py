@@ -226,7 +226,7 @@ def test_describe_json_is_one_object_with_integer_parameter_counts():
     assert set(record) == {"phase", "variant", "description", "benchmark_fair", "task", "obs_dim", "act_dim",
                            "config", "num_params", "run_dirs", "units", "planner_iterations",
                            "intrinsic_bonus_max_per_episode"}
-    assert record["units"]["updates_per_agent_step"] == 0.25 and record["planner_iterations"] == 6
+    assert record["units"]["updates_per_decision"] == 0.25 and record["planner_iterations"] == 6
     assert (record["phase"], record["variant"], record["task"]) == ("z", "default", "hopper-hop")
     assert (record["obs_dim"], record["act_dim"]) == (15, 4)
     total = record["num_params"]["total"]
@@ -258,17 +258,19 @@ def test_list_prints_every_phase():
     result = cli("list")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    # a row per phase, each followed by an indented line of its schedule points (env steps, agent steps)
+    # a row per phase, each followed by an indented line of its schedule points (decisions, simulated time)
     rows = [line.split() for line in lines if not line.startswith(" ")]
-    assert all(line.startswith("    env steps (agent steps): train.steps ") for line in lines if line.startswith(" "))
+    assert all(line.startswith("    decisions (simulated time): train.steps ") for line in lines
+               if line.startswith(" "))
     assert len(lines) == 2 * len(rows) - 1
-    assert rows[0] == ["phase", "extends", "fair", "seeds", "variants", "upd/agent", "upd/env", "description"]
+    assert rows[0] == ["phase", "extends", "fair", "seeds", "variants", "dec_ms", "dec/ep", "upd/dec", "explore",
+                       "description"]
     names = [row[0] for row in rows[1:]]
     # canonical names (phases/P_intrinsic.yaml holds phase P), in the order of the file names
     assert names == [read_phase(p).name for p in sorted(PHASES_DIR.glob("*.yaml"), key=lambda p: p.stem.lower())]
     assert {"base", "z", "demo", "p", "P"} <= set(names)
     aa = next(row for row in rows if row[0] == "aa")
-    assert aa[1:7] == ["z", "yes", "1-3", "k64,k128,k256", "0.25,0.5,1", "0.125,0.25,0.5"]
+    assert aa[1:9] == ["z", "yes", "1-3", "k64,k128,k256", "20", "1000", "0.25,0.5,1", "steady"]
     assert next(row for row in rows if row[0] == "t")[2] == "NO"
 
 
