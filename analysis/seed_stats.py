@@ -55,8 +55,8 @@ IMPORT_REQUIRED = ("phase", "seed", "best_mppi")
 PER_SEED_KEYS = ("seed", "n_phases", "mean", "median", "max", "min", "times_best", "times_worst")
 RESULT_COLUMNS = ("phase", "seed", "best_mppi", "benchmark_fair", "env_steps", "description", "status", "source")
 LEDGER_KEYS = ("phase", "description", "benchmark_fair", "n_seeds", "seeds", "best_mppi", "best_seeds", "hits",
-               "hit_rate", "G1", "G2", "G2_seeds", "G2_fair", "iqm", "iqm_ci_low", "iqm_ci_high", "mean", "mean_ci_low", "mean_ci_high",
-               "env_steps", "n_running")
+               "hit_rate", "G1", "G2", "G2_seeds", "G2_fair", "iqm", "iqm_ci_low", "iqm_ci_high", "mean",
+               "mean_ci_low", "mean_ci_high", "env_steps", "n_running")
 BOOTSTRAP_ENGINES = ("numpy", "rliable")  # = uncertainty.ENGINES; that module is imported late (scipy is slow)
 MIN_SEEDS_G1 = 5
 MIN_SEEDS_COMPARE = 5
