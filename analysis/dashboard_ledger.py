@@ -25,8 +25,11 @@ def layout():
 
 
 def goal_badge(row: dict, goal: str):
-    """G1 / G2 reached, "no", or "excl." for a benchmark-unfair phase (it never counts)."""
-    if not row["benchmark_fair"]:
+    """G1 / G2 reached, "no", or "excl." for a benchmark-unfair phase's G1 (it never counts). G2 counts any phase:
+    reached by benchmark-unfair seeds only, it reads "G2 (unfair)"."""
+    if goal == "G2" and row["G2"] and not row["G2_fair"]:
+        return badge("G2 (unfair)", "excl")
+    if not row["benchmark_fair"] and goal == "G1":
         return badge("excl.", "excl")
     return badge(goal, "g") if row[goal] else badge("no", "no")
 
@@ -82,14 +85,13 @@ def damaged_card(report: dict):
 def ledger_view(report: dict):
     settings = report["settings"]
     g1 = [r["phase"] for r in report["ledger"] if r["G1"]]
-    g2 = [r["phase"] for r in report["ledger"] if r["G2"]]
     return html.Div([
         damaged_card(report),
         html.Div(className="card", children=[
             html.H3(f"Phase ledger (hit: best MPPI >= {settings['threshold']:g}; G1: >= {ss.MIN_SEEDS_G1} seeds, "
-                    f"all hit; G2: a seed >= {settings['ceiling']:g}; unfair phases never count)"),
+                    f"all hit; G2: a seed >= {settings['ceiling']:g}, any phase; unfair phases never count for G1)"),
             table(LEDGER_HEADER, [ledger_row(r) for r in report["ledger"]], "ledger-tbl"),
-            html.P(f"G1 reached by: {', '.join(g1) or 'none'}. G2 reached by: {', '.join(g2) or 'none'}. "
+            html.P(f"G1 reached by: {', '.join(g1) or 'none'}. G2 reached by: {ss.g2_reached(report['ledger'])}. "
                    f"95% CIs: rliable's stratified bootstrap over seeds, {settings['reps']} resamples, seeded "
                    f"(computed by analysis/seed_stats.py).", className="muted")]),
         html.Div(className="card", children=[html.H3("Per-phase best MPPI by seed"), per_phase_table(report)]),

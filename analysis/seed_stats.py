@@ -16,7 +16,9 @@ Tables.
   times_worst (ties: every tied seed counts);
 - per phase: each seed's best MPPI and the best seed(s);
 - ledger: description, best MPPI and its seed, hit rate (seeds >= threshold / seeds), G1 (at least 5 seeds, all
-  >= threshold), G2 (any seed >= ceiling), benchmark_fair (unfair phases are marked and never count for G1/G2),
+  >= threshold, benchmark-fair phases only), G2 (any seed >= ceiling, any phase: the research log's G2 was hit by
+  phase t, benchmark-unfair; G2_seeds names the seeds and G2_fair whether a benchmark-fair one reached it),
+  benchmark_fair (unfair phases are marked and never count for G1),
   IQM and mean of best MPPI with stratified-bootstrap 95% CIs (rliable).
 --compare A B adds the probability of improvement P(A > B) with its 95% CI and Welch's t-test, with a warning when
 a side has fewer than 5 seeds. Output: Markdown (default), CSV (the per-seed, per-phase and ledger tables, blank
@@ -53,8 +55,8 @@ IMPORT_REQUIRED = ("phase", "seed", "best_mppi")
 PER_SEED_KEYS = ("seed", "n_phases", "mean", "median", "max", "min", "times_best", "times_worst")
 RESULT_COLUMNS = ("phase", "seed", "best_mppi", "benchmark_fair", "env_steps", "description", "status", "source")
 LEDGER_KEYS = ("phase", "description", "benchmark_fair", "n_seeds", "seeds", "best_mppi", "best_seeds", "hits",
-               "hit_rate", "G1", "G2", "iqm", "iqm_ci_low", "iqm_ci_high", "mean", "mean_ci_low", "mean_ci_high",
-               "env_steps", "n_running")
+               "hit_rate", "G1", "G2", "G2_seeds", "G2_fair", "iqm", "iqm_ci_low", "iqm_ci_high", "mean",
+               "mean_ci_low", "mean_ci_high", "env_steps", "n_running")
 BOOTSTRAP_ENGINES = ("numpy", "rliable")  # = uncertainty.ENGINES; that module is imported late (scipy is slow)
 MIN_SEEDS_G1 = 5
 MIN_SEEDS_COMPARE = 5
@@ -278,6 +280,8 @@ def ledger_table(results: pd.DataFrame, threshold: float, ceiling: float, reps: 
         values = group["best_mppi"].to_numpy(float)
         fair = bool(group["benchmark_fair"].map(as_bool).all())
         hits = int((values >= threshold).sum())
+        at_ceiling = values >= ceiling
+        seed_fair = group["benchmark_fair"].map(as_bool).to_numpy(bool)
         descriptions = [d for d in group["description"] if isinstance(d, str) and d]
         steps = pd.to_numeric(group["env_steps"], errors="coerce").dropna()
         row = {"phase": phase, "description": descriptions[0] if descriptions else "", "benchmark_fair": fair,
@@ -286,7 +290,9 @@ def ledger_table(results: pd.DataFrame, threshold: float, ceiling: float, reps: 
                "best_seeds": [int(s) for s in group.loc[group["best_mppi"] == values.max(), "seed"]],
                "hits": hits, "hit_rate": hits / len(values),
                "G1": fair and len(values) >= MIN_SEEDS_G1 and hits == len(values),
-               "G2": fair and bool((values >= ceiling).any()),
+               "G2": bool(at_ceiling.any()),  # any phase; G2_fair says whether a fair seed reached it
+               "G2_seeds": [int(s) for s in group.loc[at_ceiling, "seed"]],
+               "G2_fair": bool((at_ceiling & seed_fair).any()),
                "env_steps": int(steps.max()) if len(steps) else None,
                "n_running": int((group["status"] == RUNNING).sum())}
         row.update(uncertainty.iqm_and_mean(values, reps=reps, engine=engine))
@@ -393,6 +399,21 @@ def per_phase_wide(report: dict) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+def g2_cell(row: dict) -> str:
+    """The ledger's G2 cell: reached or not, and for a phase reached only by benchmark-unfair seeds, says so."""
+    if not row["G2"]:
+        return "no"
+    return "**G2**" if row["G2_fair"] else "**G2** (unfair)"
+
+
+def g2_reached(ledger: list[dict]) -> str:
+    """'t (s2, benchmark-unfair), x (s3, benchmark-fair)' or 'none': the phases that reached G2, their seeds at
+    the ceiling and whether a benchmark-fair seed was among them."""
+    parts = [f"{r['phase']} ({fmt_seeds(r['G2_seeds'])}, {'benchmark-fair' if r['G2_fair'] else 'benchmark-unfair'})"
+             for r in ledger if r["G2"]]
+    return ", ".join(parts) or "none"
+
+
 def render_markdown(report: dict) -> str:
     settings = report["settings"]
     threshold, ceiling = settings["threshold"], settings["ceiling"]
@@ -415,19 +436,18 @@ def render_markdown(report: dict) -> str:
         ledger_rows.append([
             r["phase"] + ("" if r["benchmark_fair"] else " (unfair)"), "yes" if r["benchmark_fair"] else "**no**",
             r["n_seeds"], f"{fmt_num(r['best_mppi'])} ({fmt_seeds(r['best_seeds'])})", f"{r['hits']}/{r['n_seeds']}",
-            excluded or ("**G1**" if r["G1"] else "no"), excluded or ("**G2**" if r["G2"] else "no"),
+            excluded or ("**G1**" if r["G1"] else "no"), g2_cell(r),
             f"{fmt_num(r['iqm'])} {fmt_ci(r['iqm_ci_low'], r['iqm_ci_high'])}",
             f"{fmt_num(r['mean'])} {fmt_ci(r['mean_ci_low'], r['mean_ci_high'])}",
             "-" if r["env_steps"] is None else f"{r['env_steps']:,}" + (f" ({r['n_running']} running)"
                                                                         if r["n_running"] else ""),
             short_description(r["description"]) or "-"])
     parts += [f"## Phase ledger (hit: best MPPI >= {threshold:g}; G1: >= {MIN_SEEDS_G1} seeds, all hit; "
-              f"G2: a seed >= {ceiling:g}; unfair phases never count for G1/G2)",
+              f"G2: a seed >= {ceiling:g}, any phase; unfair phases never count for G1)",
               md_table(["phase", "fair", "seeds", "best MPPI (seed)", "hit rate", "G1", "G2", "IQM [95% CI]",
                         "mean [95% CI]", "env steps", "description"], ledger_rows)]
     g1 = [r["phase"] for r in report["ledger"] if r["G1"]]
-    g2 = [r["phase"] for r in report["ledger"] if r["G2"]]
-    parts.append(f"G1 reached by: {', '.join(g1) or 'none'}. G2 reached by: {', '.join(g2) or 'none'}. "
+    parts.append(f"G1 reached by: {', '.join(g1) or 'none'}. G2 reached by: {g2_reached(report['ledger'])}. "
                  f"95% CIs: rliable's stratified bootstrap over seeds, {settings['reps']} resamples, seeded "
                  f"({settings['bootstrap']} engine).")
     if "compare" in report:

@@ -99,12 +99,14 @@ def cmd_sweep(args) -> int:
 
 
 def units_record(u: Units) -> dict:
-    """The update rate and schedule points of a config in both units (README "Units and the schedule")."""
+    """The clock, update rate and schedule points of a config (README "Units and the schedule")."""
     return {
-        "action_repeat": u.action_repeat, "updates_per_round": u.updates_per_round,
-        "agent_steps_per_round": u.agent_steps_per_round, "updates_per_agent_step": u.updates_per_agent_step,
-        "updates_per_env_step": u.updates_per_env_step, "seed_updates": u.seed_updates,
-        "schedule_points": [{"key": key, "env_steps": env, "agent_steps": u.agent_steps(env)}
+        "action_repeat": u.action_repeat, "control_timestep_s": u.control_timestep_s,
+        "decision_period_ms": u.decision_period_ms, "decisions_per_episode": u.decisions_per_episode,
+        "updates_per_round": u.updates_per_round, "decisions_per_round": u.decisions_per_round,
+        "updates_per_decision": u.updates_per_decision, "explore_updates": u.explore_updates,
+        "update_warmup_decisions": u.decisions(u.update_warmup), "seed_updates": u.seed_updates,
+        "schedule_points": [{"key": key, "env_steps": env, "decisions": u.decisions(env), "seconds": u.seconds(env)}
                             for key, env in u.points],
     }
 
@@ -131,19 +133,25 @@ def describe_record(resolved: Resolved, seeds: list[int], root: Path) -> dict:
 
 
 def _points_text(u: Units, sep: str = ", ") -> str:
-    """'train.steps 8M (4M), train.expl_until 50k (25k)': env steps, agent steps in brackets."""
-    return sep.join(f"{key} {short_count(env)} ({short_count(u.agent_steps(env))})" for key, env in u.points)
+    """'train.steps 4M (80k s), train.expl_until 25k (500 s)': decisions, simulated time in brackets."""
+    return sep.join(f"{key} {short_count(u.decisions(env))} ({short_count(u.seconds(env))} s)" for key, env in u.points)
 
 
 def describe_units_lines(record: dict) -> list[str]:
-    """The '# ...' lines of `describe` on update rate, schedule points, MPPI iterations and intrinsic bonus."""
+    """The '# ...' lines of `describe` on the clock, update rate, schedule points, MPPI iterations and bonus."""
     u, cfg = record["units"], record["config"]
-    lines = [(f"updates: {u['updates_per_round']} per round of {u['agent_steps_per_round']} agent steps "
-              f"({u['agent_steps_per_round'] * u['action_repeat']} env steps) = {u['updates_per_agent_step']:g} per "
-              f"agent step = {u['updates_per_env_step']:g} per env step (TD-MPC2: 1 per agent step); "
-              f"{u['seed_updates']:,} at once when the uniform-random phase ends"),
-             f"schedule points in env steps (agent steps = env steps / {u['action_repeat']}): " + ", ".join(
-                 f"{p['key']} {p['env_steps']:,} ({p['agent_steps']:,.0f})" for p in u["schedule_points"])]
+    repeat, dt_ms = u["action_repeat"], 1000 * u["control_timestep_s"]
+    lines = [(f"clock: a decision every {u['decision_period_ms']:g} ms (action repeat {repeat} x {dt_ms:g} ms control "
+              f"step), {u['decisions_per_episode']:,} decisions per episode "
+              f"({u['decisions_per_episode'] * u['decision_period_ms'] / 1000:g} s)"),
+             (f"updates: {u['updates_per_round']} per round of {u['decisions_per_round']} decisions = "
+              f"{u['updates_per_decision']:g} per decision (TD-MPC2: 1 per decision); "
+              + (f"while exploring too, from decision {u['update_warmup_decisions']:,.0f} on (steady, no burst)"
+                 if u["explore_updates"] == "steady" else
+                 f"none while exploring, then {u['seed_updates']:,} at once when the uniform-random phase ends "
+                 f"(burst)")),
+             f"schedule points in decisions (env steps = decisions x {repeat}; simulated time): " + ", ".join(
+                 f"{p['key']} {p['decisions']:,.0f} ({p['seconds']:,.6g} s)" for p in u["schedule_points"])]
     base = cfg["planner"]["iterations"]
     extra = record["planner_iterations"] - base
     lines.append(f"planner: {record['planner_iterations']} MPPI iterations (planner.iterations {base}"
@@ -151,8 +159,8 @@ def describe_units_lines(record: dict) -> list[str]:
     bonus = record["intrinsic_bonus_max_per_episode"]
     if bonus is not None:
         g, t = cfg["glass"], cfg["train"]
-        lines.append(f"intrinsic bonus: at most {g['intrinsic_coef']:g} x ln {g['num_clusters']} per env step x "
-                     f"{t['episode_length'] * t['action_repeat']} env steps = {bonus:.1f} per episode "
+        lines.append(f"intrinsic bonus: at most {g['intrinsic_coef']:g} x ln {g['num_clusters']} per decision x "
+                     f"{t['episode_length']:,} decisions = {bonus:.1f} per episode, paid once per decision "
                      f"(the research log's \"max bonus ~210\")")
     return lines
 
@@ -186,7 +194,7 @@ def _first_line(text: str, width: int = 100) -> str:
 
 
 def _schedule_line(plans: list[Resolved], all_units: list[Units]) -> str:
-    """The schedule points of a phase's variants (once when they agree), env steps with agent steps in brackets."""
+    """The schedule points of a phase's variants (once when they agree), decisions with simulated time."""
     texts = [_points_text(u) for u in all_units]
     if len(set(texts)) == 1:
         return texts[0]
@@ -194,29 +202,33 @@ def _schedule_line(plans: list[Resolved], all_units: list[Units]) -> str:
 
 
 def cmd_list(args) -> int:
-    """One row per phase; under it, its schedule points in env steps (agent steps in brackets). upd/agent and
-    upd/env: updates per agent step and per env step, one value per variant."""
-    header = ("phase", "extends", "fair", "seeds", "variants", "upd/agent", "upd/env", "description")
+    """One row per phase; under it, its schedule points in decisions (simulated time in brackets). dec_ms: the
+    decision period; dec/ep: decisions per episode; upd/dec: updates per decision, one value per variant;
+    explore: how updates run while actions are random (burst: TD-MPC2's, steady: the log's loop)."""
+    header = ("phase", "extends", "fair", "seeds", "variants", "dec_ms", "dec/ep", "upd/dec", "explore",
+              "description")
     rows, broken = [], 0
     for path in all_phase_files():
         try:
             p = read_phase(path)
             plans = resolve_variants(str(path))
             all_units = [units(r.cfg) for r in plans]
+            per_variant = lambda f: ",".join(dict.fromkeys(f(u) for u in all_units))  # noqa: E731
             rows.append(((p.name, p.extends or "-", "yes" if p.benchmark_fair else "NO", format_seeds(p.seeds),
-                          ",".join(p.variant_names()),
-                          ",".join(f"{u.updates_per_agent_step:g}" for u in all_units),
-                          ",".join(f"{u.updates_per_env_step:g}" for u in all_units),
-                          _first_line(p.description)), _schedule_line(plans, all_units)))
+                          ",".join(p.variant_names()), per_variant(lambda u: f"{u.decision_period_ms:g}"),
+                          per_variant(lambda u: f"{u.decisions_per_episode}"),
+                          ",".join(f"{u.updates_per_decision:g}" for u in all_units),
+                          per_variant(lambda u: u.explore_updates), _first_line(p.description)),
+                         _schedule_line(plans, all_units)))
         except (PhaseError, ConfigError) as e:
             print(f"error: {e}", file=sys.stderr)
-            rows.append(((path.stem, "?", "?", "?", "?", "?", "?", "INVALID (tdmpc-glass validate)"), ""))
+            rows.append(((path.stem, "?", "?", "?", "?", "?", "?", "?", "?", "INVALID (tdmpc-glass validate)"), ""))
             broken += 1
     widths = [max(len(r[i]) for r in [header] + [row for row, _ in rows]) for i in range(len(header) - 1)]
     for row, schedule in [(header, "")] + rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
         if schedule:
-            print(f"    env steps (agent steps): {schedule}")
+            print(f"    decisions (simulated time): {schedule}")
     return 2 if broken else 0
 
 

@@ -309,8 +309,10 @@ def resolve_variants(name_or_path: str, variant: str | None = None, cli_override
     return [resolve(name_or_path, name, cli_overrides, phases_dir) for name in names]
 
 
-# ---- units: the research log counts agent steps, a phase file env (simulator) steps ------------------------------
-# (README "Units and the schedule"): `list` and `describe` print a phase's update rate and schedule in both.
+# ---- units: the clock of a phase (README "Units and the schedule") --------------------------------------------
+# A config counts env steps (simulator control steps); a decision spans action_repeat of them. `list` and
+# `describe` print the decision period, the update rate per decision and every schedule point in decisions and
+# seconds of simulated time.
 
 # dotted config keys whose values are env-step points of a phase's schedule (lists: several points)
 STEP_KEYS = ("train.steps", "train.expl_until", "schedule.action_noise_anneal_env_steps",
@@ -320,42 +322,54 @@ STEP_KEYS = ("train.steps", "train.expl_until", "schedule.action_noise_anneal_en
 
 @dataclass(frozen=True)
 class Units:
-    """A resolved config's update rate and schedule in both units (env step = agent step x action_repeat)."""
+    """A resolved config's clock, update rate and schedule (decision = action_repeat env steps)."""
 
     action_repeat: int
+    control_timestep_s: float  # simulated seconds per env (control) step of the task
+    decisions_per_episode: int
     updates_per_round: int  # K_UPDATE
-    agent_steps_per_round: int  # collect_steps, over a seed's envs
-    seed_updates: int  # the burst when the uniform-random phase ends
+    decisions_per_round: int  # collect_steps, over a seed's envs
+    explore_updates: str  # burst (TD-MPC2) | steady (the log's loop)
+    update_warmup: int  # env steps before the first update
+    seed_updates: int  # updates of the round that ends the uniform-random phase (the burst, or K_UPDATE)
     points: tuple[tuple[str, int], ...]  # (dotted key, env step) of every schedule point that is set
 
     @property
-    def updates_per_agent_step(self) -> float:
-        return self.updates_per_round / self.agent_steps_per_round
+    def decision_period_ms(self) -> float:
+        return round(1000 * self.control_timestep_s * self.action_repeat, 9)
 
     @property
-    def updates_per_env_step(self) -> float:
-        return self.updates_per_agent_step / self.action_repeat
+    def updates_per_decision(self) -> float:
+        return self.updates_per_round / self.decisions_per_round
 
-    def agent_steps(self, env_steps: int) -> float:
+    def decisions(self, env_steps: int) -> float:
         return env_steps / self.action_repeat
+
+    def seconds(self, env_steps: int) -> float:
+        return round(env_steps * self.control_timestep_s, 6)
 
 
 def units(cfg: Config) -> Units:
+    from tdmpc_glass.envs.dmc import control_timestep  # loads dm_control (cached per task)
+
     d, flat = derive(cfg), flatten(to_dict(cfg))
     points = []
     for key in STEP_KEYS:
         value = d.expl_until_env_steps if key == "train.expl_until" else flat[key]
         points += [(key, int(v)) for v in (value if isinstance(value, list) else [value]) if v]  # None, 0: unset
-    return Units(cfg.train.action_repeat, d.k_update, d.collect_steps, d.seed_updates, tuple(points))
+    t = cfg.train
+    return Units(t.action_repeat, control_timestep(cfg.task), t.episode_length, d.k_update, d.collect_steps,
+                 t.explore_updates, d.update_warmup_env_steps, d.seed_updates, tuple(points))
 
 
 def intrinsic_bonus_max(cfg: Config) -> float | None:
-    """The most intrinsic reward one training episode can collect (phases P, Pa): coef x ln K per env step, over
-    the episode's env steps (research log: "max bonus ~210" for 0.1 x ln 8 x 1000); None without the bonus."""
+    """The most intrinsic reward one training episode can collect (phases P, Pa): coef x ln K, paid once per
+    decision, over the episode's decisions (research log: "max bonus ~210" for 0.1 x ln 8 x 1000); None without
+    the bonus."""
     g, t = cfg.glass, cfg.train
     if not (g.enabled and g.intrinsic_coef > 0):
         return None
-    return g.intrinsic_coef * math.log(g.num_clusters) * t.episode_length * t.action_repeat
+    return g.intrinsic_coef * math.log(g.num_clusters) * t.episode_length
 
 
 def short_count(n: float) -> str:

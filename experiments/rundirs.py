@@ -21,6 +21,11 @@ from tdmpc_glass import runlayout
 from tdmpc_glass.config import Config, ConfigError, config_from_dict, to_dict
 
 
+# The meaning of a run's numbers that its config cannot say, recorded in every run's config.yaml. 2: the intrinsic
+# bonus is paid once per decision (before, records without this key: once per simulator step, x action_repeat).
+CLOCK_VERSION = 2
+
+
 class LaunchError(ValueError):
     """A one-line message naming what is wrong and where (the launcher prints it and exits 2)."""
 
@@ -32,6 +37,7 @@ def run_record(resolved: Resolved, seed: int) -> dict:
         "phase": {"name": phase.name, "variant": resolved.variant, "description": phase.description,
                   "benchmark_fair": phase.benchmark_fair, "aliases": list(phase.aliases)},
         "seed": seed,
+        "clock": CLOCK_VERSION,
         "config": to_dict(resolved.cfg),
     }
 
@@ -58,6 +64,11 @@ def check_run_dir(path: Path, cfg: Config, seed: int) -> None:
     except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError) as e:  # ValueError: not UTF-8
         raise LaunchError(f"{config_file}: unreadable or not a run config ({type(e).__name__}); "
                           f"move it away or use another --runs-root") from None
+    if record.get("clock", 1) < 2 and old_cfg.glass.enabled and old_cfg.glass.intrinsic_coef > 0 \
+            and old_cfg.train.action_repeat > 1:
+        raise LaunchError(f"{config_file}: this run's intrinsic bonus was paid once per simulator step (x "
+                          f"action_repeat {old_cfg.train.action_repeat}); it is now paid once per decision, so "
+                          f"resuming would change the run's reward: move it away or use another --runs-root")
     if old_seed != seed:
         raise LaunchError(f"{config_file}: holds seed {old_seed!r}, expected {seed}")
     diff = runlayout.config_difference(to_dict(cfg), to_dict(old_cfg))

@@ -54,14 +54,12 @@ class Hyper(NamedTuple):
     q_scale_tau: float
     enc_lr_scale: float
     glass: Optional[glass_lib.GlassLossConfig] = None  # None: no Glass term in the loss
-    action_repeat: int = 1  # simulator steps per agent step: the intrinsic bonus is paid on each of them
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Hyper":
         o = cfg.optim
         return cls(cfg.horizon, o.batch_size, o.rho, derive(cfg).discount, o.consistency_coef, o.reward_coef,
-                   o.value_coef, o.entropy_coef, o.tau, o.q_scale_tau, o.enc_lr_scale, glass_settings(cfg),
-                   action_repeat=cfg.train.action_repeat)
+                   o.value_coef, o.entropy_coef, o.tau, o.q_scale_tau, o.enc_lr_scale, glass_settings(cfg))
 
 
 def glass_settings(cfg: Config) -> Optional[glass_lib.GlassLossConfig]:
@@ -122,9 +120,9 @@ def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.
 
     intrinsic_coef: traced scalar, used only when h.glass.intrinsic (phases P / Pa): the reward targets of this
     update (reward loss AND TD targets, so the planner's predicted rewards and its terminal Q stay one objective)
-    become r + h.action_repeat * intrinsic_coef * H(c(z_{t+1}) @ S) (the bonus is per simulator step, like the
-    research log's "max bonus ~210" = 0.1 ln 8 x 1000 env steps), with z_{t+1} the stop-gradient online latent
-    of the stored o_{t+1}. Computed here from the current Glass parameters, never written into the buffer.
+    become r + intrinsic_coef * H(c(z_{t+1}) @ S), one bonus per decision (the research log's "max bonus ~210" =
+    0.1 ln 8 x 1000 decisions of an episode at its clock), with z_{t+1} the stop-gradient online latent of the
+    stored o_{t+1}. Computed here from the current Glass parameters, never written into the buffer.
     """
     k_target_pi, k_target_q, k_dropout = jax.random.split(key, 3)
     weights = _rho_weights(h.horizon, h.rho)
@@ -137,7 +135,7 @@ def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.
             raise ValueError("world_loss: glass.intrinsic_coef > 0 needs the round's intrinsic_coef "
                              "(agent.intrinsic_coefficient(cfg, env_step))")
         params = jax.lax.stop_gradient(world.glass)
-        bonus = h.action_repeat * intrinsic_coef * glass_lib.cluster_entropy(next_z, params.mu,
+        bonus = intrinsic_coef * glass_lib.cluster_entropy(next_z, params.mu,
                                                           glass_lib.cluster_matrix(params.assign_logits),
                                                           world.tau_p)  # (H, B)
         reward = reward + bonus

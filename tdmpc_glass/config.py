@@ -1,7 +1,8 @@
 """Typed configuration schema (OmegaConf structured configs).
 
-Defaults reproduce TD-MPC2 on DMC (../shared/reference/tdmpc2-facts.md). Step counts named *_env_steps are
-simulator steps (agent steps x action_repeat), the unit every published curve uses.
+Defaults reproduce TD-MPC2 on DMC (../shared/reference/tdmpc2-facts.md). Step counts (train.steps, expl_until,
+schedule points) are env steps: simulator control steps, agent steps (decisions) x action_repeat, the unit every
+published curve uses. At action repeat 1 (the research log's clock) an env step is a decision.
 
 This module defines the schema, the values derived from it, and how layers of dotted overrides are merged
 and type-checked into a Config (`build_config`). Phase files (extends / variants) are read by
@@ -75,6 +76,9 @@ class PlannerConfig:
     temperature: float = 0.5
 
 
+EXPLORE_UPDATES = ("burst", "steady")  # train.explore_updates
+
+
 @dataclass
 class TrainConfig:
     steps: int = 1_000_000  # env steps per seed
@@ -84,7 +88,12 @@ class TrainConfig:
     collect_steps: Optional[int] = None  # agent steps per round over all envs of a seed; None: num_envs
     k_update: Optional[int] = None  # updates per round (K_UPDATE); None: collect_steps (1 per agent step)
     expl_until: Optional[int] = None  # env steps of uniform random actions; None: TD-MPC2's seed_steps
-    seed_updates: Optional[int] = None  # update burst when seeding ends; None: agent steps collected so far
+    # How updates run while actions are random: "burst" (TD-MPC2's: none until EXPL_UNTIL, then seed_updates at
+    # once, then K_UPDATE per round) or "steady" (the research log's loop: K_UPDATE per round from update_warmup
+    # on, exploring or not; no burst)
+    explore_updates: str = "burst"
+    seed_updates: Optional[int] = None  # burst only: updates at once when seeding ends; None: the rounds' rate
+    update_warmup: Optional[int] = None  # steady only: env steps collected before the first update; None: 1 episode
     buffer_capacity: int = 1_000_000  # transitions per seed
     eval_freq: int = 100_000  # env steps
     eval_episodes: int = 10
@@ -183,6 +192,9 @@ class GlassConfig:
     contrast_label: str = "pattern"  # pattern (toe + 2 heel, 4 classes) | binary (foot on ground, the log's)
     contrast_pairs: str = "label"  # label (positives anywhere in the batch) | episode (the log's negatives)
     cluster_input: bool = False  # soft cluster distribution as extra input to pi and Q (phase v)
+    # phase v: the value loss's gradients reach the encoder, mu and S through that input (False: stop-gradient,
+    # the partition is trained by the Glass loss alone)
+    cluster_input_grad: bool = False
     intrinsic_coef: float = 0.0  # cluster-entropy intrinsic reward (P, Pa); never in evaluation returns
     intrinsic_decay_until: Optional[int] = None  # env step where the coefficient has decayed linearly to 0 (Pa)
 
@@ -309,7 +321,8 @@ class Derived:
     steps_per_env_per_round: int
     k_update: int
     expl_until_env_steps: int
-    seed_updates: int
+    seed_updates: int  # updates of the round ending the random phase: the burst, or K_UPDATE (steady)
+    update_warmup_env_steps: int  # env steps before the first update (steady); expl_until_env_steps (burst)
 
 
 def derive(cfg: Config) -> Derived:
@@ -325,14 +338,19 @@ def derive(cfg: Config) -> Derived:
     k_update = t.k_update if t.k_update is not None else collect
     seed_agent_steps = max(1000, 5 * t.episode_length)
     expl = t.expl_until if t.expl_until is not None else seed_agent_steps * t.action_repeat
-    seed_updates = (
-        t.seed_updates if t.seed_updates is not None
-        else round(expl / t.action_repeat * k_update / collect)
-    )
+    if t.explore_updates == "steady":  # the log's loop: K_UPDATE per round from the warm-up on, no burst
+        seed_updates = k_update
+        warmup = t.update_warmup if t.update_warmup is not None else t.episode_length * t.action_repeat
+    else:
+        seed_updates = (
+            t.seed_updates if t.seed_updates is not None
+            else round(expl / t.action_repeat * k_update / collect)
+        )
+        warmup = expl
     return Derived(
         enc_dim=enc_dim, mlp_dim=mlp_dim, latent_dim=latent_dim, num_enc_layers=num_enc_layers, num_q=num_q,
         discount=discount, collect_steps=collect, steps_per_env_per_round=collect // t.num_envs,
-        k_update=k_update, expl_until_env_steps=expl, seed_updates=seed_updates,
+        k_update=k_update, expl_until_env_steps=expl, seed_updates=seed_updates, update_warmup_env_steps=warmup,
     )
 
 
@@ -356,6 +374,13 @@ def check(cfg: Config) -> None:
             raise ValueError(f"train.{key}: must be >= 1, got {getattr(t, key)}")
     if t.collect_steps is not None and t.collect_steps < 1:
         raise ValueError(f"train.collect_steps: must be >= 1, got {t.collect_steps}")
+    if t.explore_updates not in EXPLORE_UPDATES:
+        raise ValueError(f"train.explore_updates: {t.explore_updates!r} is not one of {', '.join(EXPLORE_UPDATES)}")
+    if t.explore_updates == "steady" and t.seed_updates is not None:
+        raise ValueError("train.seed_updates: a burst size, set only with train.explore_updates: burst")
+    if t.update_warmup is not None and (t.explore_updates != "steady" or t.update_warmup < 0):
+        raise ValueError(f"train.update_warmup: env steps >= 0, set only with train.explore_updates: steady "
+                         f"(got {t.update_warmup} with {t.explore_updates})")
     if cfg.optim.discount_denom <= 0:
         raise ValueError(f"optim.discount_denom: must be > 0, got {cfg.optim.discount_denom:g}")
     d = derive(cfg)

@@ -27,7 +27,7 @@ from .planner import PlanSettings
 class RoundPlan(NamedTuple):
     num_updates: int
     glass_on: bool  # False after glass.off_after: the update has no Glass term
-    kmeans: bool  # seed the prototypes with k-means of the exploration data (research log 10.7)
+    kmeans: bool  # at EXPL_UNTIL: prototypes from k-means of the buffer's latents, before the round's updates (10.7)
     act: bool = False  # plan the next step's actions after the updates (False while exploring)
 
 
@@ -42,16 +42,20 @@ class Counters(NamedTuple):
 
     tick: int = 0  # agent steps taken by each env
     updates: int = 0  # updates run per seed
-    burst_done: bool = False  # the seeding burst after EXPL_UNTIL has run
+    burst_done: bool = False  # the uniform-random phase has ended (and with it the burst of explore_updates burst)
     next_eval: int = 0  # env step of the next evaluation
     last_eval: int = -1  # env step of the last evaluation
 
 
 def updates_due(d: Derived, env_step: int, burst_done: bool) -> int:
-    """Updates of the round ending at env_step: none while exploring, then the burst once, then K_UPDATE."""
-    if env_step < d.expl_until_env_steps:
+    """Updates of the round ending at env_step. train.explore_updates burst (TD-MPC2's): none while exploring,
+    then the burst once, then K_UPDATE. steady (the research log's loop): none before the warm-up, then K_UPDATE
+    every round, actions still random or not (its "burst", d.seed_updates, is one round's K_UPDATE)."""
+    if env_step < d.update_warmup_env_steps:
         return 0
-    return d.k_update if burst_done else d.seed_updates
+    if env_step < d.expl_until_env_steps or burst_done:  # before EXPL_UNTIL: steady mode only
+        return d.k_update
+    return d.seed_updates
 
 
 def plan_round(cfg: Config, d: Derived, env_step: int, counters: Counters) -> tuple[RoundPlan, RoundInputs]:

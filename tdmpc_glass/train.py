@@ -3,7 +3,9 @@ one per round of updates, evaluation, logging, checkpoint/resume and signal hand
 
 Schedule, in ENV steps per seed (agent steps x action_repeat x envs of the seed):
   a round = `collect_steps` agent steps over the seed's envs, then K_UPDATE updates in one lax.scan;
-  uniform random actions until EXPL_UNTIL, then one burst of `seed_updates` updates, then K_UPDATE per round;
+  uniform random actions until EXPL_UNTIL; updates (train.explore_updates): TD-MPC2's "burst" (none while
+  exploring, one burst of `seed_updates` when it ends, then K_UPDATE per round) or the research log's "steady"
+  (K_UPDATE per round from `update_warmup` on, while exploring too);
   evaluation at env step 0 and every `eval_freq`; a checkpoint at the first episode end after every
   `checkpoint_freq`, on a signal and at the end.
 Episodes have a fixed length and every env of every seed resets together, so rounds end on episode

@@ -47,6 +47,7 @@ class WorldModel(eqx.Module):
     glass: Optional[glass_lib.GlassParams] = None  # None: Glass off (same pytree as vanilla TD-MPC2)
     q_offsets: Optional[jax.Array] = None  # (K, num_bins) mixture-of-experts Q offsets (research log 10.5)
     cluster_input: bool = eqx.field(static=True, default=False)  # phase v: c(z) @ S joins the pi and Q inputs
+    cluster_input_grad: bool = eqx.field(static=True, default=False)  # phase v: that input carries gradients
     # multitask.task_heads (10.8): T > 0 tasks, each with its own reward and Q output layer. The latent then carries
     # the task one-hot (the observation's last T entries) after its d learned entries, z = [core, task] (d + T),
     # so every caller (losses, planner, videos) keeps passing one z; dynamics copies the task part unchanged.
@@ -91,14 +92,15 @@ class WorldModel(eqx.Module):
         return c @ glass_lib.cluster_matrix(self.glass.assign_logits)
 
     def cluster_features(self, z):
-        """Phase v: stop_gradient(c(z) @ S) (..., K) appended to the inputs of the policy prior and the Q heads.
+        """Phase v: c(z) @ S (..., K) appended to the inputs of the policy prior and the Q heads.
 
-        Stop-gradient: the value and policy losses do not move the prototypes, the cluster matrix or the encoder
-        through this input; the partition is trained by the Glass loss alone. The log's phase v was falsified by
-        "representation drift" (the inputs of pi and Q move as Glass re-partitions); letting the TD and policy
-        losses also drag mu and S would only add a second, unregularised source of drift.
+        glass.cluster_input_grad false: stop-gradient, the value loss does not move the prototypes, the cluster
+        matrix or the encoder through this input (the partition is trained by the Glass loss alone). True: it does,
+        as a plain concatenation would (phase v's setting: the "representation drift" the log reports needs the
+        TD loss to drag the partition). The policy loss reads frozen latents and parameters either way.
         """
-        return jax.lax.stop_gradient(self.cluster_membership(z))
+        membership = self.cluster_membership(z)
+        return membership if self.cluster_input_grad else jax.lax.stop_gradient(membership)
 
     def policy_input(self, z):
         """What the policy prior reads: z (..., d), or [z, cluster features] (..., d + K) with cluster_input."""
@@ -113,11 +115,11 @@ class WorldModel(eqx.Module):
     def _moe_offset(self, z):
         """MoE-Q: every head's logits move by the membership-weighted cluster offsets; zero offsets = plain Q.
 
-        The router is Glass's partition, read through `cluster_features` (stop-gradient): the value loss trains
+        The router is Glass's partition, read stop-gradient: the value loss trains
         the offsets and the heads, never mu, S or the encoder through the routing weights."""
         if self.q_offsets is None:
             return 0.0
-        return self.cluster_features(z) @ self.q_offsets
+        return jax.lax.stop_gradient(self.cluster_membership(z)) @ self.q_offsets
 
     def q_logits(self, z, a, dropout_key=None, qs: Optional[MLP] = None):
         """All heads: (num_q, ..., num_bins). `qs` swaps in other parameters (the target ensemble)."""
@@ -177,7 +179,7 @@ def make_networks(cfg: Config, obs_dim: int, act_dim: int, key) -> tuple[WorldMo
         glass=(glass_lib.init_params(k_glass, d.latent_dim, g.num_prototypes, g.num_clusters, g.num_super,
                                      m.simnorm_dim) if g.enabled else None),
         q_offsets=jnp.zeros((g.num_clusters, m.num_bins)) if g.enabled and g.moe_q else None,
-        cluster_input=bool(extra), num_task_heads=heads,
+        cluster_input=bool(extra), cluster_input_grad=bool(extra) and g.cluster_input_grad, num_task_heads=heads,
     )
     policy = Policy(MLP(d.latent_dim + extra, (d.mlp_dim, d.mlp_dim), 2 * act_dim, k_pi), act_dim, m.log_std_min,
                     m.log_std_max)

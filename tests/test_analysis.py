@@ -257,7 +257,7 @@ def test_per_phase_and_ledger_by_hand(root, phases_dir, capsys):
         "gamma": (1, 700.0, [1], 1, False, True, True),
         "x": (3, 520.0, [2], 1, False, False, True),
         "delta": (2, 260.0, [2], 0, False, False, True),
-        "shaped": (5, 610.0, [1], 5, False, False, False),  # would be G1 and G2, but benchmark-unfair
+        "shaped": (5, 610.0, [1], 5, False, True, False),  # would be G1, but benchmark-unfair; G2 counts any phase
         "kk:k128": (2, 95.0, [2], 0, False, False, True),
     }
     for phase, (n, best, best_seeds, hits, g1, g2, fair) in want.items():
@@ -303,8 +303,9 @@ def test_markdown_and_out_csvs(root, phases_dir, capsys, tmp_path):
     assert "| s1 | 6 | 343.3 | 325.0 | 610.0 | 90.0 | 2 | 3 |" in out
     assert "| alpha | 510.0 | 300.0 | 510.0 | 120.0 | 450.0 | s1, s3 |" in out
     assert "| beta | 200.0 | 600.0 | - | 200.0 | 350.0 | s2 |" in out
-    assert "| shaped (unfair) | **no** | 5 | 610.0 (s1) | 5/5 | excl. | excl. |" in out
-    assert "G1 reached by: none. G2 reached by: beta, gamma." in out
+    assert "| shaped (unfair) | **no** | 5 | 610.0 (s1) | 5/5 | excl. | **G2** (unfair) |" in out
+    assert ("G1 reached by: none. G2 reached by: beta (s2, benchmark-fair), gamma (s1, benchmark-fair), "
+            "shaped (s1, benchmark-unfair).") in out
     with open(out_dir / "per_seed.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == list(seed_stats.PER_SEED_KEYS)
@@ -434,8 +435,14 @@ def test_import_alone_reproduces_log_section_9_2(capsys, monkeypatch):
     got = [tuple(row[k] for k in seed_stats.PER_SEED_KEYS) for row in report["per_seed"]]
     assert got == [pytest.approx(e) for e in expected]
     ledger = {row["phase"]: row for row in report["ledger"]}
-    assert ledger["t"]["benchmark_fair"] is False and ledger["t"]["G2"] is False and ledger["t"]["best_mppi"] == 612
-    assert not any(row["G1"] or row["G2"] for row in report["ledger"])
+    # G1 is fair-only and nobody reached it; G2 counts any phase: the log's "G2 hit!" by t (612, benchmark-unfair)
+    assert ledger["t"]["benchmark_fair"] is False and ledger["t"]["best_mppi"] == 612
+    assert (ledger["t"]["G2"], ledger["t"]["G2_seeds"], ledger["t"]["G2_fair"]) == (True, [2], False)
+    assert not any(row["G1"] for row in report["ledger"])
+    assert [row["phase"] for row in report["ledger"] if row["G2"]] == ["t"]
+    code, out, _ = stats_main(capsys, "--import", str(REPO / "analysis/import/glass_log_9_2.csv"), "--reps", "100")
+    assert code == 0 and "G1 reached by: none. G2 reached by: t (s2, benchmark-unfair)." in out
+    assert "| t (unfair) | **no** |" in out and "| excl. | **G2** (unfair) |" in out
     assert ledger["1b"]["hits"] == 3  # 526, 526, 562
 
 

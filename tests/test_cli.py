@@ -153,6 +153,48 @@ def test_a_run_dir_holding_a_different_config_exits_2_and_nothing_is_written(run
     assert tree(runs) == before  # seed1 and seed3 were not created either
 
 
+def old_clock_run(runs: Path, phase: str, seed: int) -> Path:
+    """A run dir as the launcher wrote it before the log's clock: TD-MPC2's action repeat 2, doubled step counts,
+    burst exploration, no `clock` in the record and none of the keys added with it."""
+    resolved = resolve(phase)
+    config = to_dict(resolved.cfg)
+    config["train"].update(action_repeat=2, episode_length=500, steps=2 * config["train"]["steps"],
+                           collect_steps=100, k_update=config["train"]["k_update"] // 2,
+                           expl_until=2 * config["train"]["expl_until"])
+    for key in ("explore_updates", "update_warmup"):
+        del config["train"][key]
+    del config["glass"]["cluster_input_grad"]
+    record = run_record(resolved, seed)
+    del record["clock"]
+    record["config"] = config
+    path = runs / resolved.phase.dir_name / "default" / f"seed{seed}" / CONFIG
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(record, sort_keys=False))
+    (path.parent / EVAL).write_text("env_step,mppi_return,pi_return\n0,1.0,1.0\n")
+    return path
+
+
+def test_a_baseline_run_of_the_old_clock_is_refused_not_resumed_under_the_new_one(runs):
+    config_file = old_clock_run(runs, "baseline", 1)
+    before = tree(runs)
+    result = cli("run", "baseline", "--seeds", "1", "--runs-root", runs)
+    assert_one_line_error(result, str(config_file), "different config", "train.action_repeat is 2 there, 1 now")
+    assert tree(runs) == before
+    # its own config (keys added since read their defaults: the old behaviour) is still a valid run config
+    old = rundirs.config_from_dict(yaml.safe_load(config_file.read_text())["config"])
+    assert (old.train.action_repeat, old.train.explore_updates, old.glass.cluster_input_grad) == (2, "burst", False)
+    rundirs.check_run_dir(config_file.parent, old, 1)  # resuming under the config it holds is allowed
+
+
+def test_an_old_intrinsic_bonus_run_at_action_repeat_2_is_refused_even_under_its_own_config(runs):
+    # the old code paid the bonus per simulator step; today's pays it per decision: the same config, another reward
+    config_file = old_clock_run(runs, "P", 1)
+    old = rundirs.config_from_dict(yaml.safe_load(config_file.read_text())["config"])
+    with pytest.raises(rundirs.LaunchError, match="paid once per simulator step"):
+        rundirs.check_run_dir(config_file.parent, old, 1)
+    assert yaml.safe_load(rundirs.yaml.safe_dump(run_record(resolve("P"), 1)))["clock"] == rundirs.CLOCK_VERSION
+
+
 def test_a_run_dir_with_files_but_no_config_is_refused(runs):
     seed_dir = runs / "z" / "default" / "seed1"
     seed_dir.mkdir(parents=True)
@@ -184,7 +226,7 @@ def test_describe_json_is_one_object_with_integer_parameter_counts():
     assert set(record) == {"phase", "variant", "description", "benchmark_fair", "task", "obs_dim", "act_dim",
                            "config", "num_params", "run_dirs", "units", "planner_iterations",
                            "intrinsic_bonus_max_per_episode"}
-    assert record["units"]["updates_per_agent_step"] == 0.25 and record["planner_iterations"] == 6
+    assert record["units"]["updates_per_decision"] == 0.25 and record["planner_iterations"] == 6
     assert (record["phase"], record["variant"], record["task"]) == ("z", "default", "hopper-hop")
     assert (record["obs_dim"], record["act_dim"]) == (15, 4)
     total = record["num_params"]["total"]
@@ -216,17 +258,19 @@ def test_list_prints_every_phase():
     result = cli("list")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    # a row per phase, each followed by an indented line of its schedule points (env steps, agent steps)
+    # a row per phase, each followed by an indented line of its schedule points (decisions, simulated time)
     rows = [line.split() for line in lines if not line.startswith(" ")]
-    assert all(line.startswith("    env steps (agent steps): train.steps ") for line in lines if line.startswith(" "))
+    assert all(line.startswith("    decisions (simulated time): train.steps ") for line in lines
+               if line.startswith(" "))
     assert len(lines) == 2 * len(rows) - 1
-    assert rows[0] == ["phase", "extends", "fair", "seeds", "variants", "upd/agent", "upd/env", "description"]
+    assert rows[0] == ["phase", "extends", "fair", "seeds", "variants", "dec_ms", "dec/ep", "upd/dec", "explore",
+                       "description"]
     names = [row[0] for row in rows[1:]]
     # canonical names (phases/P_intrinsic.yaml holds phase P), in the order of the file names
     assert names == [read_phase(p).name for p in sorted(PHASES_DIR.glob("*.yaml"), key=lambda p: p.stem.lower())]
     assert {"base", "z", "demo", "p", "P"} <= set(names)
     aa = next(row for row in rows if row[0] == "aa")
-    assert aa[1:7] == ["z", "yes", "1-3", "k64,k128,k256", "0.25,0.5,1", "0.125,0.25,0.5"]
+    assert aa[1:9] == ["z", "yes", "1-3", "k64,k128,k256", "20", "1000", "0.25,0.5,1", "steady"]
     assert next(row for row in rows if row[0] == "t")[2] == "NO"
 
 

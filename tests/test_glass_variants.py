@@ -219,26 +219,26 @@ def test_intrinsic_coefficient_schedule():
     assert agent.intrinsic_coefficient(small_config(enabled=False, intrinsic_coef=0.1), 0) is None
     assert agent.Hyper.from_config(small_config(intrinsic_coef=0.1)).glass.intrinsic
     assert not agent.Hyper.from_config(small_config()).glass.intrinsic
-    # the bonus is paid per simulator step: the update knows how many an agent step spans
-    assert agent.Hyper.from_config(small_config(intrinsic_coef=0.1)).action_repeat == 2
+    # the bonus is paid once per decision, whatever the action repeat: the update has no action repeat to know
+    assert "action_repeat" not in agent.Hyper._fields
 
 
 def test_intrinsic_reward_enters_reward_and_td_targets_only(probe):
-    """The losses with coefficient c equal those with coefficient 0 on stored rewards r + 2 c H(c(z_{t+1}) @ S):
-    c H per simulator step, two simulator steps (action_repeat) per agent step, as the log's "max bonus ~210"
-    = 0.1 ln 8 x 1000 env steps per episode."""
+    """The losses with coefficient c equal those with coefficient 0 on stored rewards r + c H(c(z_{t+1}) @ S):
+    c H once per decision (this config repeats each action twice; the bonus is still paid once), as the log's
+    "max bonus ~210" = 0.1 ln 8 x 1000 decisions per episode at its clock."""
     cfg, h, world, policy, run = probe
     batch, coef = fake_batch(3), 0.3
-    assert cfg.train.action_repeat == h.action_repeat == 2
+    assert cfg.train.action_repeat == 2
     S = glass.cluster_matrix(world.glass.assign_logits)
     entropy = glass.entropy(glass.soft_assignment(world.encode(batch.obs[1:]), world.glass.mu, 0.2) @ S)  # (H, B)
     assert float(entropy.min()) >= 0 and float(entropy.max()) <= math.log(K) + 1e-6
     on = run(world, batch, jnp.float32(coef))[0]
-    by_hand = run(world, batch._replace(reward=batch.reward + 2 * coef * entropy), jnp.float32(0.0))[0]
+    by_hand = run(world, batch._replace(reward=batch.reward + coef * entropy), jnp.float32(0.0))[0]
     plain = run(world, batch, jnp.float32(0.0))[0]
     for name in ("reward_loss", "value_loss", "consistency_loss", "glass_loss"):
         assert float(on[name]) == pytest.approx(float(by_hand[name]), rel=1e-5), name
-    assert float(on["intrinsic_reward"]) == pytest.approx(2 * coef * float(entropy.mean()), rel=1e-5)
+    assert float(on["intrinsic_reward"]) == pytest.approx(coef * float(entropy.mean()), rel=1e-5)
     assert float(on["intrinsic_coef"]) == pytest.approx(coef) and float(plain["intrinsic_reward"]) == 0.0
     assert abs(float(on["value_loss"]) - float(plain["value_loss"])) > 1e-4 * abs(float(plain["value_loss"]))
     with pytest.raises(ValueError, match="intrinsic_coef"):
@@ -387,3 +387,28 @@ def test_tiny_run_with_the_new_variants_logs_diagnostics_and_never_retraces(tmp_
     with open(run / "eval.csv", newline="") as f:
         evals = list(csv.DictReader(f))
     assert [int(r["env_step"]) for r in evals] == [0, 320, 640]
+
+
+def test_cluster_input_grad_lets_the_value_loss_move_the_partition_and_the_encoder_through_that_input():
+    """glass.cluster_input_grad (phase v): the TD terms' gradients reach mu and S through the cluster features
+    of pi's and Q's input; off (the default), they do not (see the stop-gradient test above). The MoE router stays
+    stop-gradient either way."""
+    def td_grads(grad_flows):
+        cfg = small_config(cluster_input=True, cluster_input_grad=grad_flows)
+        h = agent.Hyper.from_config(cfg)
+        world, policy = make_networks(cfg, OBS_DIM, ACT_DIM, jax.random.PRNGKey(0))
+        assert world.cluster_input_grad is grad_flows
+        leaves, treedef = jax.tree.flatten(world.qs)  # random last layers: zero-init heads pass no gradient back
+        keys = jax.random.split(jax.random.PRNGKey(9), len(leaves))
+        world = eqx.tree_at(lambda w: w.qs, world, jax.tree.unflatten(
+            treedef, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]))
+
+        def value_part(w):
+            _, (_, terms) = agent.world_loss(w, policy, w.qs, fake_batch(5), jax.random.PRNGKey(3), h)
+            return terms["value_loss"]
+
+        return eqx.filter_jit(jax.grad(value_part))(world).glass
+
+    on = td_grads(True)  # off: test_td_mpc2_losses_never_train_the_partition_... (the probe has cluster_input on)
+    assert sq_norm(on.mu) > 0 and sq_norm(on.assign_logits) > 0
+    assert not small_config(cluster_input=True).glass.cluster_input_grad  # the schema's default: today's runs

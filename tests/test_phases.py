@@ -6,7 +6,8 @@ parent, exactly the dotted config keys whose resolved values differ from the par
 its default seeds, whether it is benchmark-fair, and each variant's difference from the phase itself.
 A phase file without a row here, or a row without a file, fails.
 
-Step counts are written as the log writes them, in its unit, the agent step, and converted by `env()` (README
+Step counts are written as the log writes them: the ledger phases run at the log's clock (baseline: a decision every
+20 ms control step, action repeat 1, 1000 decisions per episode), where one env step is one decision (README
 "Units and the schedule"). Seeds: section 9.2's columns s1..s5 where it lists the phase (o: 578 / 254 / 33 under
 s3 / s4 / s5, best s3; p: 197 / 538 / 27 under s3 / s4 / s5, best s4, the ledger's "538 s4"; t: 375 / 612 / 534
 under s1 / s2 / s3, best s2); else 1-n for the seed count n of the ledger or the iteration tables (aa: "seeds
@@ -27,18 +28,13 @@ from tdmpc_glass.config import derive, flatten, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 M, k = 1_000_000, 1_000
-ACTION_REPEAT = 2  # simulator (env) steps per agent step on dm_control
 
-
-def env(log_steps: int) -> int:
-    """A step count of the research log (agent steps) in the config's unit, env steps."""
-    return log_steps * ACTION_REPEAT
-
-
-# the log's update rate: K_UPDATE=64 per 256 agent steps = 0.25 updates per agent step = 25 per 100-agent-step
-# round; EXPL_UNTIL=25k; runs of 4M (the log's runs reached 3.25M)
-LOG_CODEBASE = {"train.steps": env(4 * M), "train.collect_steps": 100, "train.k_update": 25,
-                "train.expl_until": env(25 * k)}
+# the log's clock and codebase: a decision every 20 ms control step (action repeat 1, 1000 per episode); K_UPDATE=64
+# per 256 steps = 0.25 updates per decision = 50 per 200-decision round; EXPL_UNTIL=25k with updates running from
+# the first episode's end on (the log's loop, no burst); runs of 4M (the log's runs reached 3.25M)
+LOG_CODEBASE = {"train.action_repeat": 1, "train.episode_length": 1000, "train.steps": 4 * M,
+                "train.collect_steps": 200, "train.k_update": 50, "train.expl_until": 25 * k,
+                "train.explore_updates": "steady"}
 SHAPING_UNFAIR = {"t", "q_knee", "r1_soft", "r2_gait", "rstack", "rstack_nosmooth", "rstack_nosoft"}
 
 # phase: (parent, {dotted key: value that differs from the parent's}, seeds, benchmark_fair, {variant: diff})
@@ -49,60 +45,64 @@ LEDGER = {
     # iterations 1-2
     "1b": ("baseline", {"glass.enabled": True}, "1-5", True, {}),
     "1c": ("1b", {"schedule.action_noise_start": 0.30, "schedule.action_noise_end": 0.10,
-                  "schedule.action_noise_anneal_env_steps": env(1 * M)}, "1-5", True, {}),
+                  "schedule.action_noise_anneal_env_steps": 1 * M}, "1-5", True, {}),
     "d_v1": ("1b", {"horizon": 5, "schedule.action_noise_start": 0.40, "schedule.action_noise_end": 0.40},
              "1-5", True, {}),
     "d_v2": ("1b", {"horizon": 5}, "1-5", True, {}),
-    "e": ("1b", {"schedule.q_reset_at": [env(500 * k)]}, "1-5", True, {}),
+    "e": ("1b", {"schedule.q_reset_at": [500 * k]}, "1-5", True, {}),
     "f": ("1b", {"schedule.action_smooth_coef": 1e-3}, "1-5", True, {}),
     "g": ("1b", {"optim.consistency_coef": 1.0}, "1-5", True, {}),
     "h": ("f", {"optim.consistency_coef": 1.0}, "1-2", True, {}),
     # iteration 3
     "i": ("f", {"schedule.action_smooth_coef": 1e-4}, "1", True, {}),
-    "j": ("f", {"schedule.action_smooth_from": env(250 * k)}, "1-5", True, {}),
+    "j": ("f", {"schedule.action_smooth_from": 250 * k}, "1-5", True, {}),
     "k": ("f", {"glass.lambda_temp": 0.05}, "1", True, {}),
     "l_v1": ("f", {"glass.enabled": False}, "1", True, {}),
-    "m": ("1b", {"schedule.perturb_at": [env(500 * k)], "schedule.perturb_scale": 0.1}, "1-5", True, {}),
+    "m": ("1b", {"schedule.perturb_at": [500 * k], "schedule.perturb_scale": 0.1}, "1-5", True, {}),
     "n": ("m", {"schedule.perturb_scale": 0.3}, "1-5", True, {}),
-    "o": ("1b", {"glass.off_after": env(2 * M)}, "3-5", True, {}),  # 9.2: s3 578, s4 254, s5 33
+    "o": ("1b", {"glass.off_after": 2 * M}, "3-5", True, {}),  # 9.2: s3 578, s4 254, s5 33
     # iterations 4-5
-    "p": ("1b", {"train.expl_until": env(500 * k)}, "3-5", True, {}),  # 9.2: s3 197, s4 538, s5 27
+    "p": ("1b", {"train.expl_until": 500 * k}, "3-5", True, {}),  # 9.2: s3 197, s4 538, s5 27
     "t": ("1b", {"shaping.knee_penalty": 0.1}, "1-3", False, {}),  # 9.2: s1 375, s2 612, s3 534
-    "v": ("1b", {"glass.cluster_input": True}, "1-5", True, {}),
+    # v: the distribution carries gradients into the encoder (the drift the log reports needs them)
+    "v": ("1b", {"glass.cluster_input": True, "glass.cluster_input_grad": True}, "1-5", True, {}),
     "x": ("1b", {"planner.num_samples": 2048}, "1-5", True, {}),
     "y": ("1b", {"glass.num_super": 4}, "1-3", True, {}),
     "P": ("1b", {"glass.intrinsic_coef": 0.1}, "1-5", True, {}),
-    "Pa": ("P", {"glass.intrinsic_decay_until": env(1 * M)}, "1-5", True, {}),
+    "Pa": ("P", {"glass.intrinsic_decay_until": 1 * M}, "1-5", True, {}),
     # iteration 6: the reward shaping audit, on vanilla TD-MPC2 (its reference row is z)
     "q_knee": ("z", {"shaping.knee_penalty": 0.1, "planner.num_samples": 2048}, "1-12", False, {}),
-    "r1_soft": ("z", {"shaping.soft_stand_bonus": 0.1, "shaping.soft_stand_decay_until": env(3 * M)}, "1-5", False,
+    "r1_soft": ("z", {"shaping.soft_stand_bonus": 0.1, "shaping.soft_stand_decay_until": 3 * M}, "1-5", False,
                 {}),
     "r2_gait": ("z", {"shaping.gait_fall_penalty": 0.1, "schedule.action_smooth_coef": 1e-3}, "1-4", False, {}),
-    "rstack": ("q_knee", {"shaping.soft_stand_bonus": 0.1, "shaping.soft_stand_decay_until": env(3 * M),
+    "rstack": ("q_knee", {"shaping.soft_stand_bonus": 0.1, "shaping.soft_stand_decay_until": 3 * M,
                           "shaping.gait_fall_penalty": 0.1, "schedule.action_smooth_coef": 1e-3}, "1-3", False, {}),
     "rstack_nosmooth": ("rstack", {"schedule.action_smooth_coef": 0.0}, "1-2", False, {}),
     "rstack_nosoft": ("rstack", {"shaping.soft_stand_bonus": 0.0, "shaping.soft_stand_decay_until": None},
                       "1-2", False, {}),
-    # iteration 7: K_UPDATE 64 / 128 / 256 per 256 agent steps = 25 / 50 / 100 per 100-agent-step round
+    # iteration 7: K_UPDATE 64 / 128 / 256 per 256 decisions = 50 / 100 / 200 per 200-decision round
     "aa": ("z", {"planner.num_samples": 2048}, "1-3", True,
-           {"k64": {}, "k128": {"train.k_update": 50}, "k256": {"train.k_update": 100}}),
-    "aa_winner": ("aa", {"train.k_update": 50}, "1-5", True, {}),  # k128 until aa has run
+           {"k64": {}, "k128": {"train.k_update": 100}, "k256": {"train.k_update": 200}}),
+    "aa_winner": ("aa", {"train.k_update": 100}, "1-5", True, {}),  # k128 until aa has run
     "ab": ("aa_winner", {}, "1-5", True, {}),
     "ac": ("aa_winner", {"glass.enabled": True}, "1-5", True, {"glass": {}, "vanilla": {"glass.enabled": False}}),
     # section 10: directions, on ac's Glass arm
-    # 10.2: "W=5-10 env steps should cover one hop phase (~0.2s at 50Hz)": 0.2 s = 5 agent steps
-    "window": ("ac", {"glass.lambda_window": 1e-3, "glass.window": 5}, "1-5", True, {}),
+    # 10.2: "W=5-10 env steps should cover one hop phase (~0.2s at 50Hz)": W = 5 and 10 decisions (0.1 s, 0.2 s)
+    "window": ("ac", {"glass.lambda_window": 1e-3, "glass.window": 5}, "1-5", True,
+               {"w5": {}, "w10": {"glass.window": 10}}),
     # 10.3: "NT-Xent on c_t", similarity c.c', "foot on ground vs. not", negatives from "different episodes"
     "phase_contrast": ("ac", {"glass.lambda_contrast": 1e-3, "glass.contrast_sim": "dot",
                               "glass.contrast_label": "binary", "glass.contrast_pairs": "episode"}, "1-5", True, {}),
     "nk": ("ac", {}, "1-5", True, {"n4k4": {"glass.num_prototypes": 4, "glass.num_clusters": 4},
                                    "n8k4": {"glass.num_prototypes": 8, "glass.num_clusters": 4},
                                    "n4k2": {"glass.num_prototypes": 4, "glass.num_clusters": 2}}),
-    "moe_q": ("ac", {"glass.moe_q": True, "glass.num_clusters": 4}, "1-5", True, {}),
-    "basin_restart": ("ac", {"schedule.restart_check_at": env(200 * k)}, "1-5", True, {}),
-    "kmeans_init": ("ac", {"glass.kmeans_init": True, "train.expl_until": env(500 * k)}, "1-5", True, {}),
+    # 10.5: the log's MoE at K=4, and controls isolating the MoE (K=4 without it, the MoE at ac's K=8)
+    "moe_q": ("ac", {"glass.moe_q": True, "glass.num_clusters": 4}, "1-5", True,
+              {"moe": {}, "k4": {"glass.moe_q": False}, "moe_k8": {"glass.num_clusters": 8}}),
+    "basin_restart": ("ac", {"schedule.restart_check_at": 200 * k}, "1-5", True, {}),
+    "kmeans_init": ("ac", {"glass.kmeans_init": True, "train.expl_until": 500 * k}, "1-5", True, {}),
     "multitask": ("ac", {"multitask.tasks": ["hopper-hop", "hopper-stand"], "multitask.target_usage": [0.5, 0.5],
-                         "multitask.eta": 1.0, "train.steps": 2 * env(4 * M)}, "1-5", True,
+                         "multitask.eta": 1.0, "train.steps": 2 * 4 * M}, "1-5", True,
                   # 10.8's mitigation, task-specific heads, beside the shared model
                   {"shared": {}, "heads": {"multitask.task_heads": True}}),
 }
@@ -151,21 +151,21 @@ def parse(seeds: str) -> list[int]:
     return list(range(int(low), int(high or low) + 1))
 
 
-def updates_per_agent_step(cfg) -> float:
+def updates_per_decision(cfg) -> float:
     d = derive(cfg)
     return d.k_update / d.collect_steps
 
 
-def test_aa_expresses_the_logs_update_rates_per_agent_step():
-    # the log's K_UPDATE counts updates per 256 agent steps; a round here must divide the 500-agent-step episode
+def test_aa_expresses_the_logs_update_rates_per_decision():
+    # the log's K_UPDATE counts updates per 256 decisions; a round here must divide the 1000-decision episode
     for variant, log_k_update in (("k64", 64), ("k128", 128), ("k256", 256)):
         cfg = resolve("aa", variant).cfg
-        assert updates_per_agent_step(cfg) == log_k_update / 256
+        assert updates_per_decision(cfg) == log_k_update / 256
         assert cfg.train.episode_length % derive(cfg).steps_per_env_per_round == 0
         assert cfg.planner.num_samples == 2048 and not cfg.glass.enabled
-    assert updates_per_agent_step(resolve("baseline").cfg) == 0.25  # the log's codebase, iterations 1-7
+    assert updates_per_decision(resolve("baseline").cfg) == 0.25  # the log's codebase, iterations 1-7
     # "Official TD-MPC2: ~1.0 updates per env step. We've been training at 4x lower update rate"
-    assert updates_per_agent_step(resolve("base").cfg) == updates_per_agent_step(resolve("aa", "k256").cfg) == 1.0
+    assert updates_per_decision(resolve("base").cfg) == updates_per_decision(resolve("aa", "k256").cfg) == 1.0
 
 
 def test_ab_and_ac_take_their_update_rate_from_one_place():

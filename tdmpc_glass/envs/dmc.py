@@ -119,6 +119,15 @@ def task_spec(task: str) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=None)
+def control_timestep(task: str) -> float:
+    """Seconds of simulated time per control (env) step of a task (hopper: 0.02); cached like task_spec."""
+    env = load(task)
+    dt = float(env.control_timestep())
+    env.close()
+    return dt
+
+
+@functools.lru_cache(maxsize=None)
 def touch_indices(task: str) -> tuple[int, ...]:
     """Positions of the `touch` readings inside the flattened observation (flatten_observation's order), from
     the task's observation spec; () for a task without touch sensors. hopper-*: (13, 14) (toe, heel)."""
