@@ -21,7 +21,7 @@ import sys
 from experiments import allocator, launch
 
 PROG = "tdmpc-glass"
-TRAINING = ("run", "sweep", "bench")  # commands that run XLA programs at length: under tcmalloc (allocator.py)
+TRAINING = ("run", "sweep", "resume", "bench")  # commands that run XLA programs at length: under tcmalloc (allocator.py)
 # subcommand -> (module whose main(argv) -> int it calls, one line for --help)
 FORWARDED = {
     "stats": ("analysis.seed_stats", "seed statistics and the phase ledger (analysis/seed_stats.py)"),

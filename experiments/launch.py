@@ -4,6 +4,7 @@
   sweep PHASE [--seeds 1-5] [--variant V] [--backend local|ray] [--address ADDR] [--num-gpus G] [--num-cpus C]
         [--seeds-per-task N] [--max-retries R] [--steps N] [--runs-root DIR] [--set key=value ...] [--no-progress]
   describe PHASE [--variant V] [--seeds S] [--steps N] [--set key=value ...] [--runs-root DIR] [--json]
+  resume RUN_DIR ... [--steps N] [--no-progress]
   list
   validate [--all | PHASE ... | FILE.yaml ...]
 
@@ -28,9 +29,9 @@ from experiments.phases import (
     PhaseError, Resolved, Units, all_phase_files, format_seeds, intrinsic_bonus_max, parse_seeds, read_phase,
     resolve_variants, short_count, units,
 )
-from experiments.rundirs import LaunchError, check_run_dirs
+from experiments.rundirs import LaunchError, check_run_dir, check_run_dirs, read_run_record
 from tdmpc_glass import runlayout
-from tdmpc_glass.config import ConfigError, parse_override, to_dict
+from tdmpc_glass.config import ConfigError, config_from_dict, parse_override, to_dict
 
 
 # ---- resolving what to run ----------------------------------------------------------------------------------
@@ -69,6 +70,40 @@ def cmd_run(args) -> int:
     check_run_dirs(plans, seeds, root)
     # variants one after another; the seeds of a variant vmapped in one process
     return sweep.exit_code(sweep.run_local(sweep.make_jobs(plans, seeds, root, progress=not args.no_progress)))
+
+
+def resume_jobs(run_dirs: list[str], steps: int | None, progress: bool) -> list[sweep.Job]:
+    """One job per group of run dirs holding the same phase, variant and config (their seeds vmapped in one
+    process), each run trained under the config its own config.yaml holds, not the phase file's of today."""
+    groups: dict[str, list[tuple[Path, dict]]] = {}
+    for text in run_dirs:
+        path = Path(text).absolute()
+        record, cfg = read_run_record(path)
+        if not isinstance(record.get("phase"), dict) or not {"name", "variant"} <= set(record["phase"]):
+            raise LaunchError(f"{path / runlayout.CONFIG}: names no phase and variant; not a run of this launcher")
+        if steps is not None:  # extend (or shorten the target of) the run, as `run --steps` does
+            record["config"]["train"]["steps"] = steps
+            cfg = config_from_dict(record["config"], source=f"{path / runlayout.CONFIG} with --steps")
+        check_run_dir(path, cfg, record["seed"])
+        key = json.dumps([record["phase"]["name"], record["phase"]["variant"], to_dict(cfg)], sort_keys=True)
+        groups.setdefault(key, []).append((path, record))
+    jobs = []
+    for members in groups.values():
+        phase = members[0][1]["phase"]
+        seeds = [record["seed"] for _, record in members]
+        if len(set(seeds)) != len(seeds):
+            raise LaunchError(f"{members[0][0]}: seed {members[0][1]['seed']} of {phase['name']}/{phase['variant']} "
+                              f"named twice (two runs roots?); resume them one at a time")
+        jobs.append(sweep.Job(phase["name"], phase["variant"], seeds, [str(path) for path, _ in members],
+                              [record for _, record in members], progress))
+    return jobs
+
+
+def cmd_resume(args) -> int:
+    if args.steps is not None and args.steps < 1:
+        raise LaunchError(f"--steps: must be >= 1, got {args.steps}")
+    jobs = resume_jobs(args.run_dirs, args.steps, progress=not args.no_progress)
+    return sweep.exit_code(sweep.run_local(jobs))  # train skips the seeds that ended earlier
 
 
 def cmd_sweep(args) -> int:
@@ -301,6 +336,14 @@ def add_commands(commands) -> None:
                            help="seeds per job, vmapped in one process (default: all seeds of a variant in one job)")
     sweep_cmd.add_argument("--no-progress", action="store_true", help="no progress bar (local backend)")
     sweep_cmd.set_defaults(func=cmd_sweep)
+
+    resume = commands.add_parser(
+        "resume", help="train run dirs on under the config their own config.yaml holds (runs started by older "
+                       "code, imported official checkpoints)")
+    resume.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="runs/<phase>/<variant>/seed<k> directories")
+    resume.add_argument("--steps", type=int, default=None, help="env steps per seed (extends the runs)")
+    resume.add_argument("--no-progress", action="store_true", help="no progress bar")
+    resume.set_defaults(func=cmd_resume)
 
     commands.add_parser("list", help="phases with parents, fairness, seeds, variants").set_defaults(func=cmd_list)
 

@@ -55,15 +55,8 @@ def check_run_dir(path: Path, cfg: Config, seed: int) -> None:
                               f"{runlayout.CONFIG}; not a run of this launcher: move it away or use another "
                               f"--runs-root")
         return
-    try:
-        record = yaml.safe_load(config_file.read_text())
-        old_cfg = config_from_dict(record["config"], source=str(config_file))
-        old_seed = record["seed"]
-    except ConfigError as e:
-        raise LaunchError(f"{e} (an existing run: move it away or use another --runs-root)") from None
-    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError) as e:  # ValueError: not UTF-8
-        raise LaunchError(f"{config_file}: unreadable or not a run config ({type(e).__name__}); "
-                          f"move it away or use another --runs-root") from None
+    record, old_cfg = read_run_record(path)
+    old_seed = record["seed"]
     if record.get("clock", 1) < 2 and old_cfg.glass.enabled and old_cfg.glass.intrinsic_coef > 0 \
             and old_cfg.train.action_repeat > 1:
         raise LaunchError(f"{config_file}: this run's intrinsic bonus was paid once per simulator step (x "
@@ -75,6 +68,24 @@ def check_run_dir(path: Path, cfg: Config, seed: int) -> None:
     if diff:
         raise LaunchError(f"{config_file} holds a different config: {diff} (only train.steps may change to "
                           f"resume a run; use another --runs-root or phase variant)")
+
+
+def read_run_record(path: Path) -> tuple[dict, Config]:
+    """A run dir's config.yaml record (phase, seed, clock, config) and its config, checked against the schema
+    (keys added since the run started read their defaults). Raises LaunchError naming the file."""
+    config_file = path / runlayout.CONFIG
+    try:
+        record = yaml.safe_load(config_file.read_text())
+        cfg = config_from_dict(record["config"], source=str(config_file))
+        record["seed"]  # noqa: B018 (a KeyError names a record that is not a run's)
+    except ConfigError as e:
+        raise LaunchError(f"{e} (an existing run: move it away or use another --runs-root)") from None
+    except FileNotFoundError:
+        raise LaunchError(f"{path}: no {runlayout.CONFIG}; not a run directory of this launcher") from None
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError) as e:  # ValueError: not UTF-8
+        raise LaunchError(f"{config_file}: unreadable or not a run config ({type(e).__name__}); "
+                          f"move it away or use another --runs-root") from None
+    return record, cfg
 
 
 def check_run_dirs(plans: list[Resolved], seeds: list[int], root: Path) -> None:

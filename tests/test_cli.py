@@ -19,7 +19,8 @@ from experiments.cli import FORWARDED
 from experiments.phases import PHASES_DIR, read_phase, resolve
 from experiments.rundirs import run_record
 from tdmpc_glass.config import to_dict
-from tdmpc_glass.runlayout import CONFIG, EVAL, RUNS_ENV
+from tdmpc_glass.runlayout import CONFIG, EVAL, RUNS_ENV, STATUS
+from train_script import rows, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,6 +194,35 @@ def test_an_old_intrinsic_bonus_run_at_action_repeat_2_is_refused_even_under_its
     with pytest.raises(rundirs.LaunchError, match="paid once per simulator step"):
         rundirs.check_run_dir(config_file.parent, old, 1)
     assert yaml.safe_load(rundirs.yaml.safe_dump(run_record(resolve("P"), 1)))["clock"] == rundirs.CLOCK_VERSION
+
+
+def test_resume_trains_an_old_clock_run_on_under_the_config_it_holds(runs):
+    # the tiny config at TD-MPC2's action repeat 2, filed as a baseline run of the old clock (no `clock`)
+    cfg = tiny_config(steps=40)
+    record = {"phase": {"name": "baseline", "variant": "default", "description": "", "benchmark_fair": True,
+                        "aliases": []}, "seed": 1, "config": to_dict(cfg)}
+    run_dir = runs / "baseline" / "default" / "seed1"
+    run_dir.mkdir(parents=True)
+    (run_dir / CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
+    assert_one_line_error(cli("run", "baseline", "--seeds", "1", "--runs-root", runs), "different config")
+    result = cli("resume", run_dir, "--steps", "80", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    status = json.loads((run_dir / STATUS).read_text())
+    assert (status["status"], status["env_step"]) == ("done", 80), status
+    kept = yaml.safe_load((run_dir / CONFIG).read_text())
+    assert "clock" not in kept and kept["config"]["train"]["action_repeat"] == 2  # its meaning did not change
+    assert kept["config"]["train"]["steps"] == 80
+    assert [r["env_step"] for r in rows(run_dir / EVAL)] == ["0", "80"]
+
+
+def test_resume_refuses_what_is_not_a_run_dir_in_one_line(runs, tmp_path):
+    before = tree(runs)
+    assert_one_line_error(cli("resume", tmp_path / "nowhere"), "nowhere", "no config.yaml")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / CONFIG).write_text("seed: 1\nconfig: {planer: {num_samples: 3}}\n")
+    assert_one_line_error(cli("resume", bad), str(bad / CONFIG), "planer")
+    assert tree(runs) == before
 
 
 def test_a_run_dir_with_files_but_no_config_is_refused(runs):
