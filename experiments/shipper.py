@@ -27,7 +27,7 @@ from experiments.gather import GatherError, _transient
 
 LINE_SUFFIXES = (".csv", ".jsonl")
 CHUNK_BYTES = 4 << 20  # 4 MiB per chunk
-CHUNK_BUDGET = 4  # chunks of a large file per scan (the rest next scan, after the rows and status)
+CHUNK_BUDGET = 8  # chunks of a large file per scan (the rest next scan, after the rows and status)
 
 
 class TransportError(OSError):
@@ -172,6 +172,7 @@ class Shipper:
 
     # ---- the thread --------------------------------------------------------------------------------------------
     def start(self) -> Shipper:
+        self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="run-shipper", daemon=True)
         self._thread.start()
         return self

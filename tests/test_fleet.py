@@ -260,3 +260,113 @@ def test_base_scale_state_is_about_155_mb_per_seed():
     from experiments.phases import resolve
 
     assert 120e6 < fleet.state_bytes(resolve("base").cfg) < 200e6
+
+
+# ---- a local multi-node Ray cluster (slow) ----------------------------------------------------------------------
+
+def fleet_phase(folder: Path, steps: int) -> Path:
+    """test_train's tiny setting as a phase (its XLA programs come from the shared cache), `steps` long."""
+    from experiments.phases import resolve
+    from tdmpc_glass.config import flatten, to_dict
+    from test_cli import write_phase
+    from train_script import tiny_config
+
+    demo, tiny = flatten(to_dict(resolve("demo").cfg)), flatten(to_dict(tiny_config(steps=steps)))
+    path = write_phase(folder, "fleet", name="fleet", description="tiny, on a fleet", extends="demo", seeds="1-2",
+                       overrides={k: v for k, v in tiny.items() if v != demo[k]})
+    assert resolve(str(path)).cfg == tiny_config(steps=steps)
+    return path
+
+
+def node_of_scratch(scratch: Path, rel: str) -> list[str]:
+    """The node-id prefixes whose scratch folder holds run dir `rel`."""
+    return sorted(p.name[len("node-"):] for p in scratch.glob("node-*") if any(p.glob(f"*/{rel}/config.yaml")))
+
+
+@pytest.mark.slow  # a 4-node Ray cluster on one machine and three tiny trainings: minutes on 2 cores
+def test_a_fleet_gathers_every_seed_live_and_a_job_whose_node_dies_resumes_elsewhere_identically(tmp_path,
+                                                                                                 monkeypatch):
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from analysis.runs import load_runs
+    from experiments import sweep
+    from experiments.phases import resolve_variants
+    from tdmpc_glass.train import train
+    from train_script import rows, tiny_config
+
+    steps = 640
+    root, scratch = tmp_path / "runs", tmp_path / "scratch"
+    monkeypatch.setenv(fleet.GATHER_ENV, "always")  # one machine: force the gathering path, no shared disk
+    monkeypatch.setenv(fleet.SCRATCH_ENV, str(scratch))  # each node trains under scratch/node-<its id>/
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+    jobs = sweep.make_jobs(resolve_variants(str(fleet_phase(tmp_path, steps))), [1, 2], root, seeds_per_task=1)
+    rel1, rel2 = "fleet/default/seed1", "fleet/default/seed2"
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the launching machine: no jobs
+    workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
+    cluster.wait_for_nodes()
+    seen: dict = {}
+
+    def kill_seed1_node_mid_job():
+        """Once seed 1's first checkpoint is gathered: read the runs root as the dashboard does, then remove
+        the node training seed 1."""
+        deadline = time.monotonic() + 900
+        run1 = root / rel1
+        while time.monotonic() < deadline:
+            ckpts = list((run1 / "checkpoints").glob("step_*.npz")) if run1.is_dir() else []
+            if ckpts and (run1 / "eval.csv").is_file():
+                break
+            time.sleep(0.2)
+        else:
+            seen["error"] = "seed 1's first checkpoint never reached the runs root"
+            return
+        live = {r.seed: r for r in load_runs(root)}
+        seen["live"] = (live[1].status, len(live[1].eval), len(live[1].train))
+        seen["gathered_at_kill"] = sorted(p.name for p in (run1 / "checkpoints").glob("step_*.npz"))
+        seen["status_at_kill"] = runlayout.read_status(run1)
+        [prefix] = node_of_scratch(scratch, rel1)
+        [node] = [n for n in workers if n.unique_id.startswith(prefix)]
+        seen["killed"] = prefix
+        cluster.remove_node(node)
+        print(f"killed node {prefix} while seed 1 was at env step {seen['status_at_kill'].get('env_step')} "
+              f"(gathered checkpoints {seen['gathered_at_kill']})", flush=True)
+
+    monitor = threading.Thread(target=kill_seed1_node_mid_job, daemon=True)
+    start = time.time()
+    try:
+        monitor.start()
+        outcomes = sweep.run_ray(jobs, address=cluster.address, num_cpus=1, max_retries=2)
+        monitor.join(timeout=60)
+    finally:
+        cluster.shutdown()
+    print(f"fleet sweep with a node killed: {time.time() - start:.1f} s; "
+          f"outcomes {[(o.job.label, o.code, o.note) for o in outcomes]}", flush=True)
+    assert "error" not in seen, seen["error"]
+    assert [o.code for o in outcomes] == [0, 0], [o.note for o in outcomes]
+
+    # the dashboard's loader saw seed 1 running, with rows, on the launching machine before its node died
+    status, eval_rows, train_rows = seen["live"]
+    assert status == runlayout.RUNNING and eval_rows >= 1 and train_rows >= 1
+    assert 0 < seen["status_at_kill"]["env_step"] < steps
+    # seed 1 ran on two nodes (the killed one, then another), seed 2 on a third; each in its own scratch
+    assert seen["killed"] in node_of_scratch(scratch, rel1) and len(node_of_scratch(scratch, rel1)) == 2
+    assert seen["killed"] not in node_of_scratch(scratch, rel2) and len(node_of_scratch(scratch, rel2)) == 1
+    events = [json.loads(line)["event"] for line in (root / rel1 / "events.jsonl").read_text().splitlines()]
+    assert events[0] == "start" and "resume" in events and events[-1] == "done", events
+
+    # the gathered runs equal uninterrupted local runs of the same seeds, timing columns aside
+    cfg = tiny_config(steps=steps)
+    for seed, rel in ((1, rel1), (2, rel2)):
+        ref = tmp_path / "reference" / f"seed{seed}"
+        assert train(cfg, [seed], [ref], progress=False) == 0
+        for name in ("eval.csv", "train.csv"):
+            assert rows(root / rel / name) == rows(ref / name), f"seed {seed} {name}"
+        print(f"seed {seed}: gathered eval.csv ({len(rows(ref / 'eval.csv'))} rows) and train.csv "
+              f"({len(rows(ref / 'train.csv'))} rows) equal the uninterrupted local run", flush=True)
+        gathered_status = runlayout.read_status(root / rel)
+        assert gathered_status["status"] == runlayout.DONE and gathered_status["env_step"] == steps
+        assert not (root / rel / runlayout.LOCK).exists()
+        assert not [p for p in (root / rel).rglob("*") if p.name.endswith(".tmp")]
+        assert sorted(p.name for p in (root / rel / "checkpoints").iterdir()) == \
+            sorted(p.name for p in (ref / "checkpoints").iterdir())
