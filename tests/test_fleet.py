@@ -322,17 +322,23 @@ def test_a_fleet_gathers_every_seed_live_and_a_job_whose_node_dies_resumes_elsew
             seen["error"] = "seed 1's first checkpoint never reached the runs root"
             return
         live = {r.seed: r for r in load_runs(root)}
-        seen["live"] = (live[1].status, len(live[1].eval), len(live[1].train))
+        seen["live"] = (live[1].status, len(live[1].eval), len(live[1].train()))
         seen["gathered_at_kill"] = sorted(p.name for p in (run1 / "checkpoints").glob("step_*.npz"))
         seen["status_at_kill"] = runlayout.read_status(run1)
         [prefix] = node_of_scratch(scratch, rel1)
-        [node] = [n for n in workers if n.unique_id.startswith(prefix)]
+        [node] = [n for n in workers if n.node_id.startswith(prefix)]
         seen["killed"] = prefix
         cluster.remove_node(node)
         print(f"killed node {prefix} while seed 1 was at env step {seen['status_at_kill'].get('env_step')} "
               f"(gathered checkpoints {seen['gathered_at_kill']})", flush=True)
 
-    monitor = threading.Thread(target=kill_seed1_node_mid_job, daemon=True)
+    def monitor_body():
+        try:
+            kill_seed1_node_mid_job()
+        except Exception as e:  # reported by the test, not lost in a thread
+            seen["error"] = f"{type(e).__name__}: {e}"
+
+    monitor = threading.Thread(target=monitor_body, daemon=True)
     start = time.time()
     try:
         monitor.start()
