@@ -70,11 +70,11 @@ def bench_gathering(cfg, blocks: int, rounds: int, checkpoint_mb: float, interva
                 trainer.save_checkpoints(loop)
                 demo_bytes = checkpoint.path_for(run_dir / runlayout.CHECKPOINTS,
                                                  trainer.env_step(loop.counters)).stat().st_size
-                if synthetic:  # a new file each block, the older ones rotated out as checkpoint.save does
-                    big = checkpoint.path_for(run_dir / runlayout.CHECKPOINTS, 10**9 + block)
+                if synthetic:  # a new file each block, the one before the last rotated out as checkpoints are
+                    big = run_dir / runlayout.CHECKPOINTS / f"synthetic_{block:03d}.npz"
                     with open(big, "wb") as f:
                         f.write(synthetic)
-                    for old in checkpoint.list_checkpoints(run_dir / runlayout.CHECKPOINTS)[:-3]:
+                    for old in sorted((run_dir / runlayout.CHECKPOINTS).glob("synthetic_*.npz"))[:-2]:
                         old.unlink()
                 if on:
                     shipper.start()
@@ -90,7 +90,7 @@ def bench_gathering(cfg, blocks: int, rounds: int, checkpoint_mb: float, interva
                 else:  # off: what this block wrote is sent after it, untimed
                     while not shipper.scan():
                         pass
-            for path in checkpoint.list_checkpoints(run_dir / runlayout.CHECKPOINTS):
+            for path in (run_dir / runlayout.CHECKPOINTS).glob("*.npz"):
                 copy = gathered / path.relative_to(scratch)
                 assert copy.stat().st_size == path.stat().st_size, copy
             off, on_ = statistics.median(ms["off"]), statistics.median(ms["on"])
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.fleet_bench", description=__doc__.splitlines()[0])
     p.add_argument("--phase", default="demo")
     p.add_argument("--variant", default=None)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--blocks", type=int, default=3, help="blocks with gathering off, and as many on")
     p.add_argument("--rounds", type=int, default=20, help="rounds per block")

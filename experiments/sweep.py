@@ -204,6 +204,7 @@ def run_ray(jobs: list[Job], *, address: str | None = None, num_gpus: float | No
     except ConnectionError as e:
         first = (str(e).strip().splitlines() or [""])[0]
         raise LaunchError(f"--address {address}: cannot reach a Ray cluster ({first})") from None
+    gathering = None
     try:
         resources = ray.cluster_resources()
         if num_gpus is None:  # one GPU per task on a cluster that has GPUs, else CPU tasks
@@ -215,7 +216,6 @@ def run_ray(jobs: list[Job], *, address: str | None = None, num_gpus: float | No
         runtime_env = {"env_vars": worker_env(num_gpus)}
         remote = ray.remote(entry or _ray_entry).options(num_gpus=num_gpus, num_cpus=num_cpus,
                                                          max_retries=max_retries, runtime_env=runtime_env)
-        gathering = None
         if gather and jobs and entry is None:
             from experiments import fleet
 
