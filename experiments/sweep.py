@@ -10,8 +10,9 @@ so re-running a sweep, or Ray retrying a task whose worker died, picks up where 
 - ray: each job a Ray task (`num_gpus`, `num_cpus` per task, `max_retries` on worker crashes) on the cluster
   at `address` ('auto' or HEAD:6379), else on a Ray started here (ray.init(num_cpus=..., no dashboard)).
   Workers get the repository on PYTHONPATH and this process's JAX/XLA/MuJoCo environment; the repository
-  and its venv must sit at the same path on every machine, and the runs root on a shared file system
-  (each worker writes its run dirs where it runs).
+  and its venv must sit at the same path on every machine. A worker that shares this machine's runs root
+  writes its run dirs there; any other trains in its node's scratch and its run files are gathered into the
+  runs root here as they are written (experiments/fleet.py), and a retried job resumes from that copy.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class Job:
     run_dirs: list[str]  # absolute, so a worker with another working directory writes the same place
     records: list[dict]  # the config file of each seed (rundirs.run_record)
     progress: bool = False
+    runs_root: str = ""  # absolute: the run dirs' paths relative to it are the same in a worker's scratch
 
     @property
     def label(self) -> str:
@@ -67,7 +69,7 @@ def make_jobs(plans: list[Resolved], seeds: list[int], root: Path, seeds_per_tas
             dirs = [str(runlayout.run_dir(root, resolved.phase.dir_name, resolved.variant, s).absolute())
                     for s in group]
             jobs.append(Job(resolved.phase.name, resolved.variant, list(group), dirs,
-                            [rundirs.run_record(resolved, s) for s in group], progress))
+                            [rundirs.run_record(resolved, s) for s in group], progress, str(Path(root).absolute())))
     return jobs
 
 
@@ -156,11 +158,22 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _ray_entry(job: Job) -> tuple[int, str]:
-    """What a Ray task runs: run_job, with a bad run dir reported as exit 2 and its message."""
+def _ray_entry(job: Job, gathering=None) -> tuple[int, str]:
+    """What a Ray task runs: run_job, in the runs root where this worker shares it, else in the node's scratch
+    with the run files gathered (fleet.run_gathered); a bad run dir, and seeds too many for this GPU, reported
+    as exit 2 and its message."""
+    from experiments import fleet
+
     try:
-        return run_job(job), ""
-    except (LaunchError, ConfigError) as e:
+        rundirs.choose_platform()
+        cfg = config_from_dict(job.records[0]["config"], source=f"{job.phase}/{job.variant}")
+        too_big = fleet.check_fits(job, cfg)
+        if too_big:
+            raise LaunchError(too_big)
+        if gathering is None or fleet.shares_runs_root(gathering):
+            return run_job(job), ""
+        return fleet.run_gathered(job, gathering, run_job)
+    except (LaunchError, ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2, str(e)
 
@@ -175,8 +188,9 @@ def _failure_note(error: BaseException) -> str:
 
 
 def run_ray(jobs: list[Job], *, address: str | None = None, num_gpus: float | None = None, num_cpus: float = 1,
-            max_retries: int = 3, local_cpus: int | None = None, entry=None) -> list[Outcome]:
-    """Each job as a Ray task; the outcomes in the order of `jobs`. `entry` replaces _ray_entry (tests)."""
+            max_retries: int = 3, local_cpus: int | None = None, entry=None, gather: bool = True) -> list[Outcome]:
+    """Each job as a Ray task; the outcomes in the order of `jobs`. `entry` replaces _ray_entry (tests);
+    `gather`: start the gatherer of the runs root here (fleet.py), which workers without this disk write to."""
     try:
         import ray
     except ImportError:
@@ -190,6 +204,7 @@ def run_ray(jobs: list[Job], *, address: str | None = None, num_gpus: float | No
     except ConnectionError as e:
         first = (str(e).strip().splitlines() or [""])[0]
         raise LaunchError(f"--address {address}: cannot reach a Ray cluster ({first})") from None
+    gathering = None
     try:
         resources = ray.cluster_resources()
         if num_gpus is None:  # one GPU per task on a cluster that has GPUs, else CPU tasks
@@ -201,10 +216,15 @@ def run_ray(jobs: list[Job], *, address: str | None = None, num_gpus: float | No
         runtime_env = {"env_vars": worker_env(num_gpus)}
         remote = ray.remote(entry or _ray_entry).options(num_gpus=num_gpus, num_cpus=num_cpus,
                                                          max_retries=max_retries, runtime_env=runtime_env)
+        if gather and jobs and entry is None:
+            from experiments import fleet
+
+            gathering = fleet.gathering_for(Path(jobs[0].runs_root), worker_env(0))
         print(f"ray: {len(jobs)} task(s), {num_gpus:g} GPU and {num_cpus:g} CPU each, up to {max_retries} "
               f"retries; cluster {resources.get('GPU', 0):g} GPUs, {resources.get('CPU', 0):g} CPUs",
               file=sys.stderr, flush=True)
-        pending = {remote.remote(job): i for i, job in enumerate(jobs)}
+        pending = {(remote.remote(job, gathering) if gathering else remote.remote(job)): i
+                   for i, job in enumerate(jobs)}
         outcomes: dict[int, Outcome] = {}
         try:
             while pending:
@@ -215,6 +235,8 @@ def run_ray(jobs: list[Job], *, address: str | None = None, num_gpus: float | No
                 except ray.exceptions.RayError as e:  # the task raised, or its worker died past its retries
                     code, note = 1, _failure_note(e)
                 outcomes[i] = Outcome(jobs[i], code, note)
+                if gathering is not None:  # the job ended (or failed past its retries): its lease goes
+                    ray.get(gathering.gatherer.call.remote("release", gathering.token(jobs[i])))
                 print(f"ray: {jobs[i].label}: exit {code}" + (f" ({note})" if note else ""), file=sys.stderr,
                       flush=True)
         except KeyboardInterrupt:
@@ -223,6 +245,8 @@ def run_ray(jobs: list[Job], *, address: str | None = None, num_gpus: float | No
                 outcomes[i] = Outcome(jobs[i], 130, "cancelled (interrupted)")
         return [outcomes[i] for i in range(len(jobs))]
     finally:
+        if gathering is not None:
+            Path(gathering.probe).unlink(missing_ok=True)
         ray.shutdown()
 
 

@@ -8,6 +8,7 @@
         checkpoints/   step_<env_step>.npz             videos/      K-labelled rollouts
         restarts/attempt<k>/   the files of a basin-restarted attempt k
         run.lock       the one process writing this run: host, pid, start time (RunLock)
+    <runs root>/.shared-probe   a Ray sweep's probe: a worker reading its text shares the launcher's disk
 
 The launcher, the trainer, the video tools and analysis all read and write runs through these names, so a
 rule (what "finished" means, how a file is replaced) lives here once. No third-party import: analysis and the
@@ -39,6 +40,7 @@ CHECKPOINTS = "checkpoints"
 VIDEOS = "videos"
 RESTARTS = "restarts"
 LOCK = "run.lock"
+SHARED_PROBE = ".shared-probe"  # in a runs root: written by a Ray sweep's driver, read by workers that share its disk
 RUN_FILES = (CONFIG, EVAL, TRAIN, STATUS, EVENTS)  # the plain files of a run, in the order pages list them
 ATTEMPT_FILES = (EVAL, TRAIN, CHECKPOINTS, VIDEOS)  # what a basin restart archives; config and events stay
 
