@@ -2,7 +2,7 @@
 # needs the virtual environment builds it first, and rebuilds it only when pyproject.toml changes.
 #
 #   make phase PHASE=z SEED=1-5 [VARIANT=v] [STEPS=n] [RUNS=dir]    train (SEED defaults to the phase's seeds)
-#   make sweep PHASE=aa SEED=1-3 [BACKEND=local|ray] [ADDRESS=host:6379|auto] [GPUS=g] [VARIANT=v] [STEPS=n] [RUNS=dir]
+#   make sweep PHASE=aa SEED=1-3 [BACKEND=local|ray] [ADDRESS=host:6379|auto] [GPUS=g] [SEEDS_PER_TASK=n] [VARIANT=v] [STEPS=n] [RUNS=dir]
 #                                                                   every (variant, seed group) as a job, then a summary
 #   make describe PHASE=z [VARIANT=v]                               resolved config, parameter counts, run dirs
 #   make validate | make list | make bench | make test-slow
@@ -53,7 +53,7 @@ phase: $(STAMP)
 # BACKEND=ray starts Ray on this machine unless ADDRESS= names a cluster (README "Sweeps on Ray")
 sweep: $(STAMP)
 	@test -n "$(PHASE)" || { echo "usage: make sweep PHASE=<name> SEED=<k or a-b> [BACKEND=local|ray] [ADDRESS=host:6379|auto] [GPUS=g] [VARIANT=v] [STEPS=n] [RUNS=dir]" >&2; exit 2; }
-	$(CLI) sweep $(PHASE) $(PHASE_FLAGS) $(RUNS_FLAG) --backend $(or $(BACKEND),local) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(GPUS),--num-gpus $(GPUS))
+	$(CLI) sweep $(PHASE) $(PHASE_FLAGS) $(RUNS_FLAG) --backend $(or $(BACKEND),local) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(GPUS),--num-gpus $(GPUS)) $(if $(SEEDS_PER_TASK),--seeds-per-task $(SEEDS_PER_TASK))
 
 describe: $(STAMP)
 	@test -n "$(PHASE)" || { echo "usage: make describe PHASE=<name> [VARIANT=v] [STEPS=n]" >&2; exit 2; }
