@@ -159,7 +159,8 @@ def test_tracking_keys_validate_and_may_change_on_resume():
 def test_deterministic_ops_reach_xla_flags_before_jax_starts():
     code = ("from tdmpc_glass.config import Config; from tdmpc_glass import provenance; import os, jax; "
             "c = Config(); c.runtime.deterministic_ops = True; print(provenance.apply_runtime(c)); "
-            "jax.devices(); print(os.environ['XLA_FLAGS']); print(provenance.record(c, 0, False)['deterministic_ops_in_flags'])")
+            "jax.devices(); print(os.environ['XLA_FLAGS']); "
+            "print(provenance.record(c, 0, False)['deterministic_ops_in_flags'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": "--xla_cpu_enable_fast_math=false"})
     assert out.stdout.split("\n")[:3] == ["None", "--xla_cpu_enable_fast_math=false --xla_gpu_deterministic_ops=true",
