@@ -18,12 +18,13 @@ from analysis import dashboard_figures as figs
 from analysis.dashboard_parts import (damage_flags, fairness_badge, problem, progress, status_badge, swatch,
                                       unavailable)
 from analysis.runs import Run, natural_key
-from tdmpc_glass.runlayout import CONFIG, DEFAULT_VARIANT, EVAL, EVENTS, RUNNING, STATUS, TRAIN, VIDEOS, seed_of
+from tdmpc_glass.runlayout import (CONFIG, DEFAULT_VARIANT, EVAL, EVENTS, PROVENANCE, RUNNING, STATUS, TRAIN, VIDEOS,
+                                   seed_of)
 
 VIDEO_SUFFIXES = (".mp4", ".webm")
 SUMMARY_SUFFIX = "_summary.json"  # <stem>_summary.json next to <stem>.mp4 (tdmpc_glass/video/recorder.py)
 MAX_EVENTS = 300
-LINKED_FILES = (EVAL, TRAIN, EVENTS, STATUS, CONFIG)  # the raw files linked from the page, in this order
+LINKED_FILES = (EVAL, TRAIN, EVENTS, STATUS, CONFIG, PROVENANCE)  # the raw files linked from the page, in this order
 DRAWN_FILES = (EVAL, TRAIN, EVENTS, CONFIG)  # the files the figures and events come from: redrawn when they change
 ALARMING_EVENTS = ("nonfinite", "failed")
 
@@ -85,6 +86,29 @@ def last_mppi(run: Run):
     return last
 
 
+def provenance_text(path) -> str:
+    """The run's provenance.jsonl in one line: process lives, and what the last one ran with."""
+    lives = []
+    try:
+        for line in (path / PROVENANCE).read_text(errors="replace").splitlines():
+            try:
+                lives.append(json.loads(line))
+            except ValueError:
+                continue
+    except OSError:
+        return "-"
+    lives = [life for life in lives if isinstance(life, dict)]
+    if not lives:
+        return "-"
+    last = lives[-1]
+    v, git, dev = last.get("versions") or {}, last.get("git") or {}, last.get("devices") or {}
+    commit = (git.get("commit") or "?")[:10] + (" (dirty)" if git.get("dirty") else "")
+    return (f"{len(lives)} process {'life' if len(lives) == 1 else 'lives'}; last: {dev.get('count', '?')} x "
+            f"{dev.get('kind', '?')}, jax {v.get('jax', '?')}, python {v.get('python', '?')}, mujoco "
+            f"{v.get('mujoco', '?')}, commit {commit}, XLA_FLAGS {last.get('xla_flags') or '(none)'}, deterministic "
+            f"ops {'on' if last.get('deterministic_ops_in_flags') else 'off'}, allocator {last.get('allocator', '?')}")
+
+
 def run_status(run: Run, train, source):
     """The key-value card: status, env steps, last update, ETA, throughput, scores, phase, files."""
     record = run.status_record
@@ -113,6 +137,7 @@ def run_status(run: Run, train, source):
         ("task", run.task or "-"),
         ("folder", html.Code(str(folder))),
         ("files", links or "-"),
+        ("provenance", provenance_text(run.path)),
     ]
     flags = damage_flags(source.damage(run))
     if flags:

@@ -2,6 +2,7 @@
 
   python -m experiments.bench --size 5 --seeds 1 5 --num-samples 512 --envs 1 16 [--out bench.jsonl]
   python -m experiments.bench --phase demo --seeds 1 5 [--set key=value ...] [--rounds 50] [--blocks 5] [--eval]
+                             [--tracking]
 
 The second form times the training loop itself on a phase's config (`loop` records): blocks of rounds of the
 trainer's own loop (train.csv rows and interventions included), each followed by the compute alone on the same
@@ -9,7 +10,9 @@ states (COMPUTE_REPS planning calls, COMPUTE_REPS rounds of updates, each inside
 machine slows both alike. Medians over the blocks of ms per agent step: end to end, env stepping, the loop's
 jitted calls, train.csv rows, the loop's own Python, the compute alone, the calls' fixed cost (their time
 minus that compute) and the loop's own share of the step; `--eval` adds an evaluation and a checkpoint
-amortised over their frequencies. `allocator` says whether the process ran under tcmalloc.
+amortised over their frequencies; `--tracking` alternates blocks with live exports off and on (TensorBoard +
+offline W&B of every train.csv row) and reports both and their ratio. `allocator` says whether the process ran
+under tcmalloc.
 
 Each measurement is one JSON object per line (stdout, and appended to --out). Timings exclude compilation
 (reported separately), synchronise with block_until_ready, and take the median of --repeats timed calls.
@@ -23,6 +26,8 @@ import resource
 import statistics
 import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -130,7 +135,6 @@ def bench_loop(args, cfg, num_seeds: int) -> dict:
     then --blocks blocks, each --rounds rounds of the loop (logging and interventions included) followed by the
     compute alone on the same states, so a noisy machine slows both alike; medians over the blocks."""
     import tempfile
-    from dataclasses import replace
 
     from tdmpc_glass.train import Trainer
     from tdmpc_glass.trainlog import TrainLogWindow
@@ -149,7 +153,10 @@ def bench_loop(args, cfg, num_seeds: int) -> dict:
             plan_call, update_call = _compute_alone(cfg, trainer)
             plan_call(loop), update_call(loop)  # compile
             steps, blocks = args.rounds * ticks, []
-            for _ in range(args.blocks):
+            tracking = _live_tracking(cfg, trainer) if args.tracking else None
+            for b in range(args.blocks):
+                # --tracking: every other block exports each train.csv row live (TensorBoard + offline W&B)
+                trainer.log.tracking = tracking if b % 2 else None
                 before, t0 = dict(trainer.timings), time.perf_counter()
                 for _ in range(args.rounds):
                     loop = trainer.advance(loop, window)
@@ -161,12 +168,16 @@ def bench_loop(args, cfg, num_seeds: int) -> dict:
                 block["plan_compute_ms"] = _median_ms(lambda: plan_call(loop), args.repeats) / COMPUTE_REPS
                 block["update_compute_ms"] = (_median_ms(lambda: update_call(loop), args.repeats)
                                               / (COMPUTE_REPS * ticks))
+                block["tracking"] = trainer.log.tracking is not None
                 blocks.append(block)
+            trainer.log.tracking = None
             record = {"bench": "loop", "phase": args.phase, "seeds": num_seeds, "envs": trainer.E,
                       "updates_per_round": d.k_update, "agent_steps_per_round": ticks, "blocks": args.blocks,
                       "rounds_per_block": args.rounds, "overlap_updates": cfg.train.overlap_updates,
                       "allocator": allocator.active()}
             record.update(_loop_split(blocks))
+            if tracking is not None:
+                record.update(_tracking_split(blocks, tracking, trainer))
             record["seed_agent_steps_per_s"] = 1e3 * num_seeds * trainer.E / record["ms_per_agent_step"]
             if args.eval:  # one evaluation and one checkpoint after warm ones, amortised over their frequencies
                 _, eval_s = _time(lambda: trainer.evaluate(loop.states, 0), 1)
@@ -178,6 +189,36 @@ def bench_loop(args, cfg, num_seeds: int) -> dict:
         finally:
             trainer.close()
     return record
+
+
+def _live_tracking(cfg, trainer):
+    """The trainer's runs exported live to TensorBoard and offline W&B (their files in the bench's temp dir)."""
+    from tdmpc_glass.config import to_dict
+    from tdmpc_glass.tracking.live import LiveTracking
+
+    tracking = replace(cfg.tracking, tensorboard=True, wandb="offline")
+    S = len(trainer.seeds)
+    return LiveTracking(tracking, trainer.log.dirs, {"config": to_dict(cfg)}, [-1] * S, [0] * S)
+
+
+def _tracking_split(blocks: list[dict], tracking, trainer) -> dict:
+    """ms per agent step with live exports on and off (median over their interleaved blocks), their ratio, and
+    the rows the exports sent."""
+    on = statistics.median(b["ms_per_agent_step"] for b in blocks if b["tracking"])
+    off = statistics.median(b["ms_per_agent_step"] for b in blocks if not b["tracking"])
+    tracking.close([True] * len(trainer.seeds))
+    failures = tracking.failures()
+    rows = [len(rows_of(d)) for d in trainer.log.dirs]
+    return {"tracking_on_ms_per_agent_step": on, "tracking_off_ms_per_agent_step": off,
+            "tracking_on_over_off": on / off, "train_rows_per_seed": rows[0],
+            "tracking_failures": [f"{tracker}: {text}" for _, tracker, text in failures]}
+
+
+def rows_of(run_dir) -> list:
+    from tdmpc_glass import runlayout
+    from tdmpc_glass.tracking.rows import read_rows
+
+    return read_rows(Path(run_dir) / runlayout.TRAIN)
 
 
 COMPUTE_REPS = 20  # planning calls and rounds of updates repeated inside one jitted call to time compute alone
@@ -270,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --phase: blocks of rounds, each followed by the compute alone")
     p.add_argument("--warmup-rounds", type=_count(0), default=10,
                    help="with --phase: rounds after exploration before timing")
+    p.add_argument("--tracking", action="store_true",
+                   help="with --phase: every other block exports train.csv rows live (TensorBoard + offline W&B); "
+                        "reports ms per agent step with exports on and off and their ratio")
     p.add_argument("--eval", action="store_true",
                    help="with --phase: also time an evaluation and a checkpoint (amortised)")
     args = p.parse_args(argv)

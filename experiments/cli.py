@@ -7,8 +7,10 @@
   tdmpc-glass dashboard ...    the live dashboard (analysis/dashboard.py)
   tdmpc-glass video ...        K-labelled rollout videos (videos/render.py)
   tdmpc-glass bench ...        benchmarks (experiments/bench.py)
+  tdmpc-glass export ...       runs to TensorBoard / Weights & Biases (experiments/export.py)
+  tdmpc-glass show RUN_DIR     a run's status, provenance and exports (experiments/export.py)
 
-The last five hand every argument after their name to that tool's `main(argv)` (so `tdmpc-glass stats --help`
+The forwarded ones hand every argument after their name to that tool's `main(argv)` (so `tdmpc-glass stats --help`
 is the tool's own help); each is imported only when named, so the launcher never loads analysis, Dash or
 the video code.
 """
@@ -29,6 +31,8 @@ FORWARDED = {
     "dashboard": ("analysis.dashboard", "live dashboard of a runs root (analysis/dashboard.py)"),
     "video": ("videos.render", "K-labelled rollout video of a checkpoint (videos/render.py)"),
     "bench": ("experiments.bench", "benchmarks: updates/s, planner decisions/s, env steps/s (experiments/bench.py)"),
+    "export": ("experiments.export:export_main", "send runs to TensorBoard / W&B, idempotent (experiments/export.py)"),
+    "show": ("experiments.export:show_main", "a run's status, provenance and exports (experiments/export.py)"),
 }
 
 
@@ -46,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def forward(command: str, argv: list[str]) -> int:
     """Call the tool behind `command` with the rest of the command line; its exit code."""
-    module = importlib.import_module(FORWARDED[command][0])
-    return module.main(argv)
+    module_name, _, function = FORWARDED[command][0].partition(":")
+    return getattr(importlib.import_module(module_name), function or "main")(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

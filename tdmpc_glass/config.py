@@ -293,6 +293,30 @@ class MultitaskConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Exports of a run's files to TensorBoard and Weights & Biases while it trains (tdmpc_glass/tracking/).
+    The run's CSV/JSONL files stay the record; exports follow them and never stop or slow training. These keys
+    change no result, so they may differ when a run is resumed."""
+
+    WANDB_MODES: ClassVar[tuple] = ("off", "offline", "online")
+
+    tensorboard: bool = False  # event files in <run>/tensorboard/ (tensorboardX)
+    wandb: str = "off"  # off | offline (files in <run>/wandb/, `wandb sync` later) | online
+    project: str = "tdmpc-glass"  # W&B project
+    entity: Optional[str] = None  # W&B entity (team or user); None: the API key's default
+    group: Optional[str] = None  # W&B group; None: <phase>/<variant>
+
+
+@dataclass
+class RuntimeConfig:
+    """How the process runs, not what it computes; recorded per process life in provenance.jsonl."""
+
+    # XLA_FLAGS --xla_gpu_deterministic_ops=true (set before JAX starts its backend): GPU reductions in a fixed
+    # order, so a run repeats bit for bit on the same device and versions (slower on a GPU; no effect on a CPU)
+    deterministic_ops: bool = False
+
+
+@dataclass
 class Config:
     task: str = "hopper-hop"
     horizon: int = 3
@@ -305,6 +329,8 @@ class Config:
     shaping: ShapingConfig = field(default_factory=ShapingConfig)
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
 @dataclass(frozen=True)
@@ -412,6 +438,18 @@ def check(cfg: Config) -> None:
         raise ValueError(f"planner.min_std: need 0 < min_std <= max_std, got {p.min_std}, {p.max_std}")
     if cfg.optim.batch_size < 1:
         raise ValueError(f"optim.batch_size: must be >= 1, got {cfg.optim.batch_size}")
+    _check_tracking(cfg)
+
+
+def _check_tracking(cfg: Config) -> None:
+    """tracking.wandb is one of off | offline | online (YAML reads a bare `off` as false: that means off)."""
+    tr = cfg.tracking
+    if str(tr.wandb).lower() == "false":
+        tr.wandb = "off"
+    if tr.wandb not in TrackingConfig.WANDB_MODES:
+        raise ValueError(f"tracking.wandb: {tr.wandb!r} is not one of {', '.join(TrackingConfig.WANDB_MODES)}")
+    if not tr.project:
+        raise ValueError("tracking.project: must not be empty")
 
 
 def _check_glass(cfg: Config) -> None:

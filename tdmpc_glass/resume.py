@@ -24,10 +24,12 @@ from .rounds import Counters
 
 
 def config_fingerprint(cfg: Config) -> str:
-    """Everything that must match to resume a checkpoint (train.steps may grow to extend a run; the
-    train.video_at_eval switch changes no result, so it is left out and may be flipped on resume)."""
+    """Everything that must match to resume a checkpoint (train.steps may grow to extend a run; the keys
+    runlayout.EXTENDABLE_KEYS names change no result, so they are left out and may be flipped on resume)."""
     tree = to_dict(replace(cfg, train=replace(cfg.train, steps=0)))
     tree["train"].pop("video_at_eval", None)
+    tree.pop("tracking", None)
+    tree.pop("runtime", None)  # runtime.deterministic_ops: its only key, recorded in provenance.jsonl
     return json.dumps(tree, sort_keys=True)
 
 

@@ -8,6 +8,9 @@
         checkpoints/   step_<env_step>.npz             videos/      K-labelled rollouts
         restarts/attempt<k>/   the files of a basin-restarted attempt k
         run.lock       the one process writing this run: host, pid, start time (RunLock)
+        provenance.jsonl   versions, device, commit, XLA flags, allocator: one record per process life
+        tracking.json  what the exports (tdmpc_glass/tracking) have durably sent, and the W&B run id
+        tensorboard/   TensorBoard event files (an export)   wandb/   W&B's own folder (offline runs, logs)
     <runs root>/.shared-probe   a Ray sweep's probe: a worker reading its text shares the launcher's disk
 
 The launcher, the trainer, the video tools and analysis all read and write runs through these names, so a
@@ -40,16 +43,24 @@ CHECKPOINTS = "checkpoints"
 VIDEOS = "videos"
 RESTARTS = "restarts"
 LOCK = "run.lock"
+PROVENANCE = "provenance.jsonl"
+TRACKING = "tracking.json"
+TENSORBOARD = "tensorboard"
+WANDB = "wandb"  # the folder W&B itself makes under the dir it is given
 SHARED_PROBE = ".shared-probe"  # in a runs root: written by a Ray sweep's driver, read by workers that share its disk
 RUN_FILES = (CONFIG, EVAL, TRAIN, STATUS, EVENTS)  # the plain files of a run, in the order pages list them
-ATTEMPT_FILES = (EVAL, TRAIN, CHECKPOINTS, VIDEOS)  # what a basin restart archives; config and events stay
+# what a basin restart archives (config, events and provenance stay); an attempt's exports go with it
+ATTEMPT_FILES = (EVAL, TRAIN, CHECKPOINTS, VIDEOS, TRACKING, TENSORBOARD, WANDB)
 
 # status.json "status" values
 RUNNING, DONE, FAILED, INTERRUPTED, RESTARTING = "running", "done", "failed", "interrupted", "restarting"
 
 # config keys that may differ from a run's config.yaml when it is resumed: raising train.steps extends a
-# run; videos at evaluation change no result
-EXTENDABLE_KEYS = ("train.steps", "train.video_at_eval")
+# run; videos at evaluation and exports change no result; deterministic GPU reductions are recorded per
+# process life (provenance.jsonl). A key ending in "." stands for its whole section.
+EXTENDABLE_KEYS = ("train.steps", "train.video_at_eval", "tracking.", "runtime.deterministic_ops")
+
+_EVAL_VIDEO = re.compile(r"^eval_step(\d+)_mppi$")
 
 _SEED_DIR = re.compile(r"^seed(-?\d+)$")
 
@@ -71,6 +82,22 @@ def seed_of(path: Path) -> Optional[int]:
 
 def attempt_dir(path: Path, attempt: int) -> Path:
     return Path(path) / RESTARTS / f"attempt{attempt}"
+
+
+def eval_video_stem(env_step: int) -> str:
+    """The file stem of the K-labelled video recorded at the evaluation at env_step (in <run>/videos/)."""
+    return f"eval_step{env_step:010d}_mppi"
+
+
+def eval_video_step(stem: str) -> Optional[int]:
+    """env_step of an evaluation video's stem (eval_video_stem), None for any other stem."""
+    match = _EVAL_VIDEO.match(stem)
+    return int(match.group(1)) if match else None
+
+
+def extendable(key: str, ignore: Iterable[str] = EXTENDABLE_KEYS) -> bool:
+    """Whether a dotted config key may differ on resume (an entry ending in "." covers its section)."""
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in ignore)
 
 
 # ---- errors a run's files raise: one line each, naming the file ---------------------------------------------
@@ -171,10 +198,10 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 def config_difference(new: dict, old: dict, ignore: Iterable[str] = EXTENDABLE_KEYS) -> Optional[str]:
     """The first dotted key (in `new`'s order, then `old`'s) whose value differs between two plain config
     trees, described for a message; None when they match apart from `ignore`."""
-    ignore = set(ignore)
+    ignore = tuple(ignore)
     new_flat, old_flat = flatten(new), flatten(old)
     for key in list(new_flat) + [k for k in old_flat if k not in new_flat]:
-        if key in ignore:
+        if extendable(key, ignore):
             continue
         if new_flat.get(key) != old_flat.get(key):
             return f"{key} is {old_flat.get(key)!r} there, {new_flat.get(key)!r} now"

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from . import acting, agent, resume, rounds, runlayout
+from . import acting, agent, provenance, resume, rounds, runlayout
 from .basin import train_with_restarts
 from .config import Config, derive
 from .envs import EnvPool
@@ -359,7 +359,9 @@ class Trainer:
         loop, resumed = self.restore_or_init()
         loop = replace(loop, prev_mean=jnp.zeros((len(self.seeds), self.E, cfg.horizon, self.act_dim)))
         start_step = self.env_step(loop.counters)
-        self.log.start(start_step, resumed, cfg.train.steps, self.attempts, self.run_seeds)
+        self.log.start(start_step, resumed, cfg.train.steps, self.attempts, self.run_seeds,
+                       provenance.record(cfg, start_step, resumed))
+        self.log.start_tracking(cfg, self.attempts)
         eval_freq, ckpt_freq = cfg.train.eval_freq, cfg.train.checkpoint_freq
         next_ckpt = (start_step // ckpt_freq + 1) * ckpt_freq
         window = TrainLogWindow(start_step, cfg.train.log_freq)
@@ -430,6 +432,9 @@ def train(cfg: Config, seeds: list[int], run_dirs: list[Path], *, progress: bool
             trainer.close()
 
     dirs = [Path(d) for d in run_dirs]
+    warning = provenance.apply_runtime(cfg)  # XLA_FLAGS before JAX starts its backend
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         with runlayout.RunLock(dirs, command=" ".join(sys.argv)) as lock:
             for run_dir, holder in lock.taken_over:

@@ -6,6 +6,7 @@ names in runlayout.py). Videos at evaluation belong here too: they are a record 
 from __future__ import annotations
 
 import csv
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -13,6 +14,7 @@ from typing import Optional
 import jax
 import numpy as np
 
+from . import provenance, runlayout
 from .runlog import RunLog
 
 
@@ -78,18 +80,47 @@ class BatchLog:
         self.started = time.time()
         self.last_row: dict = {}  # the latest train.csv row, {column: (S,) values}
         self.videos = None  # a video.recorder.EvalVideoRecorder once video_at_eval records its first episode
+        self.tracking = None  # a tracking.live.LiveTracking when the config switches an export on
 
     @property
     def dirs(self) -> list[Path]:
         return [log.dir for log in self.logs]
 
-    def start(self, env_step: int, resumed: bool, total_env_steps: int, attempts, run_seeds) -> None:
+    def start(self, env_step: int, resumed: bool, total_env_steps: int, attempts, run_seeds,
+              provenance_record: Optional[dict] = None) -> None:
         for log, attempt, run_seed in zip(self.logs, attempts, run_seeds):
+            if provenance_record is not None:
+                provenance.write(log.dir, {**provenance_record, **({"attempt": attempt} if attempt else {})})
             log.event(env_step, "resume" if resumed else "start", total_env_steps=total_env_steps,
                       **({"attempt": attempt, "run_seed": run_seed} if attempt else {}))
             last, best = log.best_eval_so_far()
             log.set_status(status="running", env_step=env_step, total_env_steps=total_env_steps,
                            last_mppi_return=last, best_mppi_return=best, attempt=attempt)
+
+    def start_tracking(self, cfg, attempts) -> None:
+        """Live exports (cfg.tracking) of every run of the batch: the rows on disk (after rewind), then each row
+        as it is written."""
+        from .config import to_dict
+        from .tracking.live import LiveTracking
+        from .tracking.rows import last_step
+
+        if cfg.tracking.tensorboard or cfg.tracking.wandb != "off":
+            floors = [last_step(d) for d in self.dirs]  # read here: the thread may read the files later
+            self.tracking = LiveTracking(cfg.tracking, self.dirs, {"config": to_dict(cfg)}, floors, attempts)
+
+    def _tracked(self, i: int, kind: str, row: dict) -> None:
+        """Hand a row just written to the exports, and report exports that failed since the last row."""
+        if self.tracking is None:
+            return
+        self.tracking.row(i, kind, row)
+        self.report_tracking_failures()
+
+    def report_tracking_failures(self) -> None:
+        for i, tracker, message in self.tracking.failures() if self.tracking is not None else []:
+            log = self.logs[i]
+            print(f"warning: {log.dir}: the {tracker} export failed ({message}); training goes on, and the "
+                  f"next run of the same command or `tdmpc-glass export` catches it up", file=sys.stderr)
+            log.event(log.status.get("env_step") or 0, "tracking_failed", tracker=tracker, message=message)
 
     def rewind(self, env_step: int) -> None:
         """Cut CSV rows past env_step (-1: all), the checkpoint a run resumes from; remember the last train row."""
@@ -112,8 +143,10 @@ class BatchLog:
         self.last_row = {k: np.asarray(v) for k, v in row.items() if np.ndim(v)}
         for i, log in enumerate(self.logs):
             if active[i]:
-                log.train.append({**common, **{k: (float(v[i]) if np.ndim(v) else v) for k, v in row.items()}})
+                written = {**common, **{k: (float(v[i]) if np.ndim(v) else v) for k, v in row.items()}}
+                log.train.append(written)
                 log.set_status(env_step=common["env_step"], env_steps_per_s=row["env_steps_per_s"])
+                self._tracked(i, "train", {k: written.get(k) for k in log.train.columns})
 
     def eval_row(self, common: dict, results: dict, active) -> None:
         for i, log in enumerate(self.logs):
@@ -125,6 +158,7 @@ class BatchLog:
             best, mppi = log.status.get("best_mppi_return"), row["mppi_return"]
             log.set_status(env_step=common["env_step"], last_mppi_return=mppi,
                            best_mppi_return=mppi if best is None else max(best, mppi))
+            self._tracked(i, "eval", {k: row.get(k) for k in log.eval.columns})
 
     def record_videos(self, cfg, obs_dim: int, act_dim: int, act, states, active, env_step: int) -> None:
         """One K-labelled MPPI episode per active seed into <run>/videos/ (train.video_at_eval)."""
@@ -134,6 +168,9 @@ class BatchLog:
         if self.videos is None:
             self.videos = EvalVideoRecorder(cfg, obs_dim, act_dim, act=act)
         self.videos.record(states, self.dirs, [run_label(d) for d in self.dirs], active, env_step)
+        if self.tracking is not None:
+            for i in np.flatnonzero(active):
+                self.tracking.video(int(i), env_step)
 
     def finish(self, active, env_step: int, status: str, message: Optional[str]) -> None:
         for i, log in enumerate(self.logs):
@@ -149,3 +186,10 @@ class BatchLog:
     def close(self) -> None:
         if self.videos is not None:
             self.videos.close()
+        if self.tracking is not None:  # a run that has ended sends its last step; an interrupted one holds it
+            final = [log.status.get("status") not in (runlayout.RUNNING, runlayout.INTERRUPTED) for log in self.logs]
+            if not self.tracking.close(final):
+                print("warning: the exports did not finish in time; the next run of the same command or "
+                      "`tdmpc-glass export` sends what they had left", file=sys.stderr)
+            self.report_tracking_failures()
+            self.tracking = None

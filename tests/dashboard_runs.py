@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from tdmpc_glass.runlayout import CHECKPOINTS, CONFIG, EVAL, EVENTS, STATUS, TRAIN, VIDEOS
+from tdmpc_glass.runlayout import CHECKPOINTS, CONFIG, EVAL, EVENTS, PROVENANCE, STATUS, TRAIN, VIDEOS
 
 EVAL_HEADER = ["env_step", "agent_step", "mppi_return", "mppi_return_std", "pi_return", "pi_return_std",
                "episodes", "wall_time_s"]
@@ -144,6 +144,15 @@ def video_summary(run: str, env_step: int = VIDEO_STEP, **changes) -> dict:
     return summary
 
 
+# a provenance record as tdmpc_glass/provenance.py writes it (one process life)
+PROVENANCE_RECORD = {"time": "2026-01-01T10:00:00+00:00", "env_step": 0, "event": "start", "host": "gpu7",
+                     "versions": {"python": "3.12.3", "jax": "0.10.2", "mujoco": "3.17.0"},
+                     "git": {"commit": "0123456789abcdef", "dirty": True},
+                     "devices": {"backend": "gpu", "kind": "NVIDIA H100", "count": 1},
+                     "xla_flags": "--xla_gpu_deterministic_ops=true", "deterministic_ops_in_flags": True,
+                     "allocator": "tcmalloc"}
+
+
 def make_runs_root(base: Path, video: bool = True) -> tuple[Path, Path]:
     """(runs root, phases dir) under `base`."""
     root, phases = base / "runs", base / "phases"
@@ -159,6 +168,7 @@ def make_runs_root(base: Path, video: bool = True) -> tuple[Path, Path]:
               {"time": "2026-01-01T11:10:00+00:00", "env_step": 350_000, "event": "nonfinite", "term": "loss_se",
                "update": 1234}]
     seed1 = make_run(root, "alpha", "default", 1, alpha, rising(10, 560, 1), glass=True, events=events)
+    (seed1 / PROVENANCE).write_text(json.dumps(PROVENANCE_RECORD) + "\n")
     make_run(root, "alpha", "default", 2, alpha, rising(10, 600, 2), glass=True)
     make_run(root, "alpha", "default", 5, alpha, rising(10, 530, 5), glass=True)
     make_run(root, "alpha", "default", 3, alpha, rising(6, 520, 3), glass=True, status="running")

@@ -82,7 +82,8 @@ def test_the_run_layout_module_uses_the_standard_library_only():
 
 
 def test_run_file_names_are_written_only_in_the_run_layout_module():
-    names = re.compile(r"""["'](config\.yaml|eval\.csv|train\.csv|status\.json|events\.jsonl)["']""")
+    names = re.compile(r"""["'](config\.yaml|eval\.csv|train\.csv|status\.json|events\.jsonl|provenance\.jsonl"""
+                       r"""|tracking\.json)["']""")
     offenders = [f"{p.relative_to(ROOT)}:{i}" for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
                  if p.name != "runlayout.py"
                  for i, line in enumerate(p.read_text().splitlines(), 1) if names.search(line)]

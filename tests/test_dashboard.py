@@ -377,6 +377,9 @@ def test_run_page_shows_diagnostics_events_and_plays_its_video(browser, live):
     text = page_text(browser)
     for expected in ("alpha seed 1", "done", "term=loss_se", "resume", "interrupted", "hopper-hop", "env steps/s"):
         assert expected in text, expected
+    assert browser.execute_script("return document.getElementById('kv-provenance').innerText") == (
+        "1 process life; last: 1 x NVIDIA H100, jax 0.10.2, python 3.12.3, mujoco 3.17.0, commit 0123456789 "
+        "(dirty), XLA_FLAGS --xla_gpu_deterministic_ops=true, deterministic ops on, allocator tcmalloc")
     for graph, names in (("run-glass", {"se", "active_prototypes", "active_clusters", "k_switch_rate"}),
                          ("run-throughput", {"env_steps_per_s", "updates_per_s"}),
                          ("run-eval", {"MPPI score (mppi_return)", "pi score (pi_return)"})):

@@ -143,7 +143,10 @@ def child_main(spec: dict) -> int:
     from train_script import tiny_config
 
     from tdmpc_glass.train import train
-    return train(tiny_config(**spec.get("train", {})), spec["seeds"], spec["run_dirs"], progress=False)
+    cfg = tiny_config(**spec.get("train", {}))
+    for key, value in spec.get("tracking", {}).items():  # exports (tests/test_tracking.py)
+        setattr(cfg.tracking, key, value)
+    return train(cfg, spec["seeds"], spec["run_dirs"], progress=False)
 
 
 if __name__ == "__main__":  # started by `start` below, with the repository on PYTHONPATH

@@ -25,7 +25,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..runlayout import VIDEOS
+from ..runlayout import VIDEOS, eval_video_stem
 from .frames import FrameText, draw_overlay, even, tile
 from .gl import GLRenderer, RenderError, quiet_fork
 from .rollout import (KNEE_DOWN_HEIGHT, MIN_HOP_LANDINGS, STABLE_MAX_DISTINCT_K, STABLE_MAX_SWITCHES_PER_CYCLE,
@@ -264,7 +264,7 @@ class EvalVideoRecorder:
             for ep, run_dir, label, ok in zip(episodes, run_dirs, labels, active):
                 if not ok:
                     continue
-                stem = f"eval_step{env_step:010d}_mppi"
+                stem = eval_video_stem(env_step)
                 src = Source(label=label, episode=ep, checkpoint="(training state at this evaluation)",
                              checkpoint_env_step=env_step)
                 write_episode(src, Path(run_dir) / VIDEOS, stem, self.renderer, self.height, self.width)
