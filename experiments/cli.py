@@ -7,8 +7,10 @@
   tdmpc-glass dashboard ...    the live dashboard (analysis/dashboard.py)
   tdmpc-glass video ...        K-labelled rollout videos (videos/render.py)
   tdmpc-glass bench ...        benchmarks (experiments/bench.py)
+  tdmpc-glass import-official ...   an official TD-MPC2 checkpoint as a run (experiments/official_import.py)
+  tdmpc-glass check-official ...    numerical equality with the official TD-MPC2 (experiments/official_check.py)
 
-The last five hand every argument after their name to that tool's `main(argv)` (so `tdmpc-glass stats --help`
+The last seven hand every argument after their name to that tool's `main(argv)` (so `tdmpc-glass stats --help`
 is the tool's own help); each is imported only when named, so the launcher never loads analysis, Dash or
 the video code.
 """
@@ -29,6 +31,10 @@ FORWARDED = {
     "dashboard": ("analysis.dashboard", "live dashboard of a runs root (analysis/dashboard.py)"),
     "video": ("videos.render", "K-labelled rollout video of a checkpoint (videos/render.py)"),
     "bench": ("experiments.bench", "benchmarks: updates/s, planner decisions/s, env steps/s (experiments/bench.py)"),
+    "import-official": ("experiments.official_import", "an official TD-MPC2 .pt checkpoint as a run to evaluate, "
+                        "render and fine-tune (experiments/official_import.py)"),
+    "check-official": ("experiments.official_check", "our networks, update and planner against the official "
+                       "TD-MPC2's outputs in a golden set (experiments/official_check.py)"),
 }
 
 
