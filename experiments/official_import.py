@@ -12,7 +12,7 @@ Written, for a run dir <runs root>/<name>/default/seed<k> (default name official
     <run dir>/status.json, events.jsonl
 
 Then `tdmpc-glass run <runs root>/<name>/phase.yaml --runs-root <runs root> --steps N` resumes from it: it
-evaluates the imported agent at env step 0 and fine-tunes for N env steps (--steps 0: evaluate only), and
+evaluates the imported agent at env step 0 (eval.csv's first row) and fine-tunes for N env steps, and
 `tdmpc-glass video --run <run dir>` renders it. Training settings must be chosen at import (--set, e.g.
 train.expl_until=0 to skip the uniform-random phase): a run resumes only with the config it was written with.
 Errors: one line `error: ...`, exit 2, nothing written.
@@ -29,7 +29,7 @@ import yaml
 PHASE_FILE = "phase.yaml"
 
 
-class ImportError_(ValueError):
+class OfficialImportError(ValueError):
     """A one-line input error."""
 
 
@@ -57,12 +57,12 @@ def run_location(args) -> tuple[Path, str, int]:
     if args.out is None:
         name = args.name or f"official-{args.task}"
         if not _NAME.match(name):
-            raise ImportError_(f"--name: {name!r} is not a valid phase name (letters, digits, _ . -)")
+            raise OfficialImportError(f"--name: {name!r} is not a valid phase name (letters, digits, _ . -)")
         return runlayout.runs_root(args.runs_root), name, args.seed
     out = Path(args.out)
     seed = runlayout.seed_of(out)
     if seed is None or out.parent.name != runlayout.DEFAULT_VARIANT or not _NAME.match(out.parent.parent.name):
-        raise ImportError_(f"--out {out}: a run dir is <runs root>/<name>/{runlayout.DEFAULT_VARIANT}/seed<k> "
+        raise OfficialImportError(f"--out {out}: a run dir is <runs root>/<name>/{runlayout.DEFAULT_VARIANT}/seed<k> "
                            "(so `run` can resume it)")
     return out.parent.parent.parent, out.parent.parent.name, seed
 
@@ -81,22 +81,22 @@ def phase_record(name: str, task: str, checkpoint: Path, digest: str, overrides:
 
 def import_official(args) -> Path:
     from experiments.launch import check_task
-    from experiments.phases import PhaseError, resolve_variants
-    from experiments.rundirs import LaunchError, check_run_dir, run_record, write_run_config
+    from experiments.phases import resolve_variants
+    from experiments.rundirs import check_run_dir
     from tdmpc_glass import official, runlayout
-    from tdmpc_glass.config import ConfigError, parse_override
+    from tdmpc_glass.config import parse_override
 
     root, name, seed = run_location(args)
     run_dir = runlayout.run_dir(root, name, runlayout.DEFAULT_VARIANT, seed)
     phase_path = root / name / PHASE_FILE
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise ImportError_(f"{run_dir}: exists and is not empty; choose another --out (or --name / --seed)")
+        raise OfficialImportError(f"{run_dir}: exists and is not empty; choose another --out (or --name / --seed)")
     state_dict = official.convert_old_q_names(official.read_state_dict(args.checkpoint))
     dims = official.infer_dims(state_dict, str(args.checkpoint))
     user = dict(parse_override(text, "--set") for text in (args.set or []))
     reserved = [k for k in user if k == "task" or k in dims.overrides()]
     if reserved:
-        raise ImportError_(f"--set {reserved[0]}: set by the checkpoint's shapes or --task, not settable here")
+        raise OfficialImportError(f"--set {reserved[0]}: set by the checkpoint's shapes or --task, not settable here")
     digest = hashlib.sha256(Path(args.checkpoint).read_bytes()).hexdigest()
     record = phase_record(name, args.task, args.checkpoint, digest, {**dims.overrides(), **user}, seed)
 
@@ -105,7 +105,7 @@ def import_official(args) -> Path:
     existing = phase_path.read_text() if phase_path.exists() else None
     new_text = yaml.safe_dump(record, sort_keys=False)
     if existing is not None and existing != new_text:
-        raise ImportError_(f"{phase_path}: holds another import (another checkpoint or settings); choose "
+        raise OfficialImportError(f"{phase_path}: holds another import (another checkpoint or settings); choose "
                            "another --name or --out")
     runlayout.write_atomic(phase_path, new_text)
     try:
@@ -124,7 +124,6 @@ def import_official(args) -> Path:
 def loaded_state(cfg, seed: int, state_dict: dict, source: str):
     """One seed's AgentState of `cfg` with the official networks (fresh Adam, empty buffer, Q scale 1)."""
     import equinox as eqx
-    import jax
 
     from tdmpc_glass import agent, official
     from tdmpc_glass.envs import task_spec
@@ -166,13 +165,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run_dir = import_official(args)
-    except (ImportError_, official.OfficialCheckpointError, PhaseError, ConfigError, LaunchError) as e:
+    except (OfficialImportError, official.OfficialCheckpointError, PhaseError, ConfigError, LaunchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     root, phase = run_dir.parents[2], run_dir.parents[1] / PHASE_FILE
     print(f"imported {args.checkpoint} into {run_dir}")
-    print(f"  evaluate (env step 0) and fine-tune: tdmpc-glass run {phase} --runs-root {root} --steps N "
-          "(--steps 0: evaluate only)")
+    print(f"  evaluate (env step 0) and fine-tune: tdmpc-glass run {phase} --runs-root {root} --steps N")
     print(f"  video:                               tdmpc-glass video --run {run_dir}")
     return 0
 

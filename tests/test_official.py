@@ -3,7 +3,6 @@ reading its checkpoints without torch (import-official) and refusing damaged or 
 import io
 import json
 import pickle
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -313,7 +312,8 @@ def test_import_official_then_video_and_evaluation(tmp_path):
     root = tmp_path / "runs"
     code = official_import.main([str(GOLDEN / "checkpoint.pt"), "--task", "hopper-hop", "--runs-root", str(root),
                                  "--set", "train.buffer_capacity=2000", "--set", "train.eval_episodes=1",
-                                 "--set", "train.num_workers=0", "--set", "planner.num_samples=64"])
+                                 "--set", "train.num_workers=0", "--set", "planner.num_samples=64",
+                                 "--set", "train.episode_length=20"])
     assert code == 0
     run = root / "official-hopper-hop" / "default" / "seed1"
     record = yaml.safe_load((run / "config.yaml").read_text())
@@ -324,11 +324,12 @@ def test_import_official_then_video_and_evaluation(tmp_path):
                            cwd=Path(__file__).resolve().parents[1], timeout=900)
     assert video.returncode == 0, video.stderr
     assert list((run / "videos").glob("step0000000000_mppi_seed0_ep0.mp4")) or list((run / "videos").glob("*.mp4"))
-    # evaluation through the run command: it resumes the imported checkpoint (env step 0) and evaluates it
+    # the run command resumes the imported checkpoint: it evaluates it at env step 0, then trains one episode
     ran = subprocess.run([sys.executable, "-m", "experiments.cli", "run", str(run.parents[1] / "phase.yaml"),
-                          "--runs-root", str(root), "--steps", "0", "--no-progress"], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1], timeout=1800)
+                          "--runs-root", str(root), "--steps", "40", "--no-progress"], capture_output=True,
+                         text=True, cwd=Path(__file__).resolve().parents[1], timeout=1800)
     assert ran.returncode == 0, ran.stderr
     rows = (run / "eval.csv").read_text().splitlines()
-    assert len(rows) == 2 and rows[1].split(",")[0] == "0"
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "40"]
+    assert "resume" in (run / "events.jsonl").read_text()
     assert json.loads((run / "status.json").read_text())["status"] == "done"
