@@ -101,6 +101,7 @@ def import_official(args) -> Path:
     record = phase_record(name, args.task, args.checkpoint, digest, {**dims.overrides(), **user}, seed)
 
     # resolve the phase as `run` will (written to a temp file first: nothing is left behind on an error)
+    created = [d for d in (phase_path.parent, *phase_path.parent.parents) if not d.exists()]
     phase_path.parent.mkdir(parents=True, exist_ok=True)
     existing = phase_path.read_text() if phase_path.exists() else None
     new_text = yaml.safe_dump(record, sort_keys=False)
@@ -116,6 +117,9 @@ def import_official(args) -> Path:
     except BaseException:
         if existing is None:
             phase_path.unlink(missing_ok=True)
+        for folder in created:  # the folders this import made, innermost first: nothing is left behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         raise
     write_run(run_dir, resolved, seed, state, record, digest, args.checkpoint)
     return run_dir

@@ -300,8 +300,7 @@ def test_damaged_and_foreign_checkpoints_are_refused_in_one_line(tmp_path, capsy
     state = {k: v for k, v in golden_state().items() if isinstance(v, np.ndarray)}
     state["_task_emb.weight"] = np.zeros((80, 96), np.float32)
     assert "multi-task" in refusal(capsys, write_pt(tmp_path / "mt.pt", state), *args)
-    assert not root.exists() or not any(root.rglob("*.npz"))  # nothing written by a refused import
-    assert not any(root.rglob("phase.yaml")) if root.exists() else True
+    assert not root.exists()  # nothing written by a refused import
 
 
 # ---- import-official, then video (slow: renders) -------------------------------------------------------------------
