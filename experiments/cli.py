@@ -9,6 +9,8 @@
   tdmpc-glass bench ...        benchmarks (experiments/bench.py)
   tdmpc-glass export ...       runs to TensorBoard / Weights & Biases (experiments/export.py)
   tdmpc-glass show RUN_DIR     a run's status, provenance and exports (experiments/export.py)
+  tdmpc-glass import-official ...   an official TD-MPC2 checkpoint as a run (experiments/official_import.py)
+  tdmpc-glass check-official ...    numerical equality with the official TD-MPC2 (experiments/official_check.py)
 
 The forwarded ones hand every argument after their name to that tool's `main(argv)` (so `tdmpc-glass stats --help`
 is the tool's own help); each is imported only when named, so the launcher never loads analysis, Dash or
@@ -33,6 +35,10 @@ FORWARDED = {
     "bench": ("experiments.bench", "benchmarks: updates/s, planner decisions/s, env steps/s (experiments/bench.py)"),
     "export": ("experiments.export:export_main", "send runs to TensorBoard / W&B, idempotent (experiments/export.py)"),
     "show": ("experiments.export:show_main", "a run's status, provenance and exports (experiments/export.py)"),
+    "import-official": ("experiments.official_import", "an official TD-MPC2 .pt checkpoint as a run to evaluate, "
+                        "render and fine-tune (experiments/official_import.py)"),
+    "check-official": ("experiments.official_check", "our networks, update and planner against the official "
+                       "TD-MPC2's outputs in a golden set (experiments/official_check.py)"),
 }
 
 

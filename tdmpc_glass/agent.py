@@ -17,6 +17,7 @@ from . import buffer as replay
 from . import glass as glass_lib
 from . import schedules
 from .config import Config, derive
+from .draws import SAMPLE, Sample
 from .nn import MLP
 from .world_model import Policy, WorldModel, make_networks
 
@@ -115,7 +116,7 @@ def _rho_weights(n: int, rho: float):
 
 
 def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.Batch, key, h: Hyper,
-               intrinsic_coef=None):
+               intrinsic_coef=None, draws: Sample = SAMPLE):
     """TD-MPC2's model loss. batch.obs (H+1, B, obs_dim). Returns (loss, (latents (H+1, B, d), terms)).
 
     intrinsic_coef: traced scalar, used only when h.glass.intrinsic (phases P / Pa): the reward targets of this
@@ -123,6 +124,7 @@ def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.
     become r + intrinsic_coef * H(c(z_{t+1}) @ S), one bonus per decision (the research log's "max bonus ~210" =
     0.1 ln 8 x 1000 decisions of an episode at its clock), with z_{t+1} the stop-gradient online latent of the
     stored o_{t+1}. Computed here from the current Glass parameters, never written into the buffer.
+    draws: where the random numbers come from (draws.py; default: jax.random from `key`).
     """
     k_target_pi, k_target_q, k_dropout = jax.random.split(key, 3)
     weights = _rho_weights(h.horizon, h.rho)
@@ -141,9 +143,9 @@ def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.
         reward = reward + bonus
         intrinsic_terms = {"intrinsic_reward": bonus.mean(), "intrinsic_coef": jnp.asarray(intrinsic_coef,
                                                                                           jnp.float32)}
-    next_action = policy(world.policy_input(next_z), k_target_pi)[0]
+    next_action = policy(world.policy_input(next_z), k_target_pi, draws)[0]
     td_target = jax.lax.stop_gradient(
-        reward + h.discount * world.q_value(next_z, next_action, k_target_q, "min", qs=target_qs))
+        reward + h.discount * world.q_value(next_z, next_action, k_target_q, "min", qs=target_qs, draws=draws))
 
     def rollout(z, action):
         z = world.next(z, action)
@@ -154,7 +156,7 @@ def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.
     latents = jnp.concatenate([z0[None], predicted])
     consistency = (weights * jnp.square(predicted - next_z).mean(axis=(1, 2))).sum() / h.horizon
 
-    q_logits = world.q_logits(latents[:-1], batch.action, dropout_key=k_dropout)  # (num_q, H, B, bins)
+    q_logits = world.q_logits(latents[:-1], batch.action, dropout_key=k_dropout, draws=draws)  # (num_q, H, B, bins)
     reward_ce = world.soft_ce(world.reward_logits(latents[:-1], batch.action), reward)  # (H, B)
     value_ce = world.soft_ce(q_logits, td_target[None])  # (num_q, H, B)
     reward_loss = (weights * reward_ce.mean(1)).sum() / h.horizon
@@ -178,15 +180,16 @@ def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.
     return total, (latents, terms)
 
 
-def policy_loss(policy: Policy, world: WorldModel, latents, q_scale, key, h: Hyper, smooth_coef=None):
+def policy_loss(policy: Policy, world: WorldModel, latents, q_scale, key, h: Hyper, smooth_coef=None,
+                draws: Sample = SAMPLE):
     """Policy loss on detached latents (H+1, B, d) with the Q heads frozen. Returns (loss, (new q_scale, terms)).
 
     smooth_coef: None, or a traced scalar c adding c * schedules.action_smooth_loss of the mean actions along
     the latents (latent action smoothing, schedule.action_smooth_*)."""
     k_pi, k_q, k_dropout = jax.random.split(key, 3)
     frozen = jax.lax.stop_gradient(world)
-    action, mean_action, scaled_entropy = policy(frozen.policy_input(latents), k_pi)
-    q = frozen.q_value(latents, action, k_q, "avg", dropout_key=k_dropout)  # (H+1, B)
+    action, mean_action, scaled_entropy = policy(frozen.policy_input(latents), k_pi, draws)
+    q = frozen.q_value(latents, action, k_q, "avg", dropout_key=k_dropout, draws=draws)  # (H+1, B)
     p5, p95 = jnp.percentile(jax.lax.stop_gradient(q[0]), jnp.array([5.0, 95.0]))
     new_scale = q_scale + h.q_scale_tau * (jnp.maximum(1.0, p95 - p5) - q_scale)
     per_step = -(h.entropy_coef * scaled_entropy + q / jax.lax.stop_gradient(new_scale)).mean(1)
@@ -199,12 +202,13 @@ def policy_loss(policy: Policy, world: WorldModel, latents, q_scale, key, h: Hyp
 
 
 def update(state: AgentState, batch: replay.Batch, key, h: Hyper, world_tx, policy_tx, intrinsic_coef=None,
-           smooth_coef=None):
+           smooth_coef=None, draws: Sample = SAMPLE):
     """One TD-MPC2 update: model step, policy step, Polyak target. Returns (state, metrics dict of scalars).
-    intrinsic_coef: see world_loss (None unless Glass's intrinsic reward is on); smooth_coef: see policy_loss."""
+    intrinsic_coef: see world_loss (None unless Glass's intrinsic reward is on); smooth_coef: see policy_loss;
+    draws: the random source of both losses (draws.py)."""
     k_world, k_policy = jax.random.split(key)
     (_, (latents, terms)), grads = eqx.filter_value_and_grad(world_loss, has_aux=True)(
-        state.world, state.policy, state.target_qs, batch, k_world, h, intrinsic_coef)
+        state.world, state.policy, state.target_qs, batch, k_world, h, intrinsic_coef, draws)
     updates, world_opt = world_tx.update(grads, state.world_opt, eqx.filter(state.world, eqx.is_array))
     # Encoder learning-rate scale: Adam's step is linear in lr, so scaling its update equals a smaller lr.
     updates = eqx.tree_at(lambda u: u.encoder, updates,
@@ -212,7 +216,7 @@ def update(state: AgentState, batch: replay.Batch, key, h: Hyper, world_tx, poli
     world = eqx.apply_updates(state.world, updates)
 
     (pi_loss, (q_scale, pi_terms)), pi_grads = eqx.filter_value_and_grad(policy_loss, has_aux=True)(
-        state.policy, world, jax.lax.stop_gradient(latents), state.q_scale, k_policy, h, smooth_coef)
+        state.policy, world, jax.lax.stop_gradient(latents), state.q_scale, k_policy, h, smooth_coef, draws)
     pi_updates, policy_opt = policy_tx.update(pi_grads, state.policy_opt, eqx.filter(state.policy, eqx.is_array))
     policy = eqx.apply_updates(state.policy, pi_updates)
 

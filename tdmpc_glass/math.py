@@ -51,6 +51,7 @@ def gaussian_logprob(eps, log_std):
     return jnp.sum(-0.5 * eps ** 2 - log_std, axis=-1) - 0.5 * jnp.log(2 * jnp.pi) * eps.shape[-1]
 
 
-def gumbel_categorical(key, log_weights, axis: int = -1):
-    """Index drawn with probability proportional to exp(log_weights) (Gumbel-max trick)."""
-    return jnp.argmax(log_weights + jax.random.gumbel(key, log_weights.shape), axis=axis)
+def gumbel_categorical(key, log_weights, axis: int = -1, gumbel=jax.random.gumbel):
+    """Index drawn with probability proportional to exp(log_weights) (Gumbel-max trick); gumbel(key, shape) draws
+    the standard Gumbel noise (draws.Sample.gumbel)."""
+    return jnp.argmax(log_weights + gumbel(key, log_weights.shape), axis=axis)

@@ -73,11 +73,11 @@ class NormedLinear(eqx.Module):
         self.norm = LayerNorm(out_dim)
         self.activation, self.dropout, self.simnorm_dim = activation, dropout, simnorm_dim
 
-    def __call__(self, x, dropout_key: Optional[jax.Array] = None):
-        """dropout_key=None means inference (no dropout)."""
+    def __call__(self, x, keep: Optional[jax.Array] = None):
+        """keep: the dropout keep mask, shaped like the Linear's output (draws.Sample.q_dropout draws it); None
+        means inference (no dropout)."""
         x = self.linear(x)
-        if self.dropout > 0 and dropout_key is not None:
-            keep = jax.random.bernoulli(dropout_key, 1.0 - self.dropout, x.shape)
+        if self.dropout > 0 and keep is not None:
             x = jnp.where(keep, x / (1.0 - self.dropout), 0.0)
         return _activation(self.activation, self.norm(x), self.simnorm_dim)
 
@@ -104,9 +104,10 @@ class MLP(eqx.Module):
         else:
             self.out = NormedLinear(dims[-1], out_dim, keys[-1], activation=out_activation, simnorm_dim=simnorm_dim)
 
-    def __call__(self, x, dropout_key: Optional[jax.Array] = None):
+    def __call__(self, x, keep: Optional[jax.Array] = None):
+        """keep: the first layer's dropout keep mask (..., hidden_dims[0]), or None (no dropout)."""
         for layer in self.hidden:
-            x = layer(x, dropout_key)  # only the first layer has dropout > 0
+            x = layer(x, keep)  # only the first layer has dropout > 0
         return self.out(x)
 
 

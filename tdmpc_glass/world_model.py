@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from . import glass as glass_lib
 from . import math as tmath
 from .config import Config, derive
+from .draws import SAMPLE, Sample
 from .nn import MLP, num_params
 
 
@@ -23,12 +24,22 @@ def make_q_ensemble(in_dim, mlp_dim, num_bins, num_q, dropout, key) -> MLP:
     return eqx.filter_vmap(make)(jax.random.split(key, num_q))
 
 
-def ensemble_logits(qs: MLP, za, dropout_key: Optional[jax.Array] = None):
-    """Logits (num_heads, ..., num_bins) of every head in a stacked ensemble at za = [z, a]."""
-    num_heads = qs.out.weight.shape[0]
-    if dropout_key is None:
+def ensemble_logits(qs: MLP, za, keep: Optional[jax.Array] = None):
+    """Logits (num_heads, ..., num_bins) of every head in a stacked ensemble at za = [z, a]; keep: dropout keep
+    masks (num_heads, ..., hidden) of the first layer, or None (no dropout)."""
+    if keep is None:
         return jax.vmap(lambda head: head(za))(qs)
-    return jax.vmap(lambda head, k: head(za, k))(qs, jax.random.split(dropout_key, num_heads))
+    return jax.vmap(lambda head, k: head(za, k))(qs, keep)
+
+
+def dropout_masks(qs: MLP, za, heads, dropout_key, draws: Sample):
+    """Keep masks (len(heads), ..., hidden) of the first layer of the ensemble's heads `heads` at inputs za, or
+    None without a dropout key (inference) or without dropout."""
+    first = qs.hidden[0]
+    if dropout_key is None or first.dropout <= 0:
+        return None
+    shape = za.shape[:-1] + (first.linear.weight.shape[-2],)
+    return draws.q_dropout(dropout_key, heads, shape, first.dropout)
 
 
 def select_heads(qs: MLP, idx):
@@ -121,17 +132,21 @@ class WorldModel(eqx.Module):
             return 0.0
         return jax.lax.stop_gradient(self.cluster_membership(z)) @ self.q_offsets
 
-    def q_logits(self, z, a, dropout_key=None, qs: Optional[MLP] = None):
+    def q_logits(self, z, a, dropout_key=None, qs: Optional[MLP] = None, draws: Sample = SAMPLE):
         """All heads: (num_q, ..., num_bins). `qs` swaps in other parameters (the target ensemble)."""
-        logits = ensemble_logits(self.qs if qs is None else qs, self._q_input(z, a), dropout_key)
-        return self._select_task(z, logits) + self._moe_offset(z)
+        qs = self.qs if qs is None else qs
+        za = self._q_input(z, a)
+        keep = dropout_masks(qs, za, jnp.arange(qs.out.weight.shape[0]), dropout_key, draws)
+        return self._select_task(z, ensemble_logits(qs, za, keep)) + self._moe_offset(z)
 
-    def q_value(self, z, a, key, reduce: str, dropout_key=None, qs: Optional[MLP] = None):
+    def q_value(self, z, a, key, reduce: str, dropout_key=None, qs: Optional[MLP] = None, draws: Sample = SAMPLE):
         """Decoded value (...,) of two randomly chosen heads, reduced by 'min' or 'avg' (TD-MPC2's 2-of-num_q)."""
         qs = self.qs if qs is None else qs
         num_q = qs.out.weight.shape[0]
-        pair = jax.random.choice(key, num_q, (2,), replace=False)
-        logits = self._select_task(z, ensemble_logits(select_heads(qs, pair), self._q_input(z, a), dropout_key))
+        pair = draws.q_pair(key, num_q)
+        za = self._q_input(z, a)
+        keep = dropout_masks(qs, za, pair, dropout_key, draws)
+        logits = self._select_task(z, ensemble_logits(select_heads(qs, pair), za, keep))
         values = self.decode(logits + self._moe_offset(z))
         return values.min(0) if reduce == "min" else values.mean(0)
 
@@ -145,17 +160,21 @@ class Policy(eqx.Module):
     log_std_min: float = eqx.field(static=True)
     log_std_max: float = eqx.field(static=True)
 
-    def __call__(self, z, key):
+    def __call__(self, z, key, draws: Sample = SAMPLE):
         """Sample tanh-squashed actions (..., A). Returns (action, mean_action, scaled_entropy (...,)).
 
         scaled_entropy = -A * log N(eps; 0, std) of the pre-tanh sample, without the tanh Jacobian (TD-MPC2).
         """
         mean, raw_log_std = jnp.split(self.mlp(z), 2, axis=-1)
-        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (jnp.tanh(raw_log_std) + 1)
-        eps = jax.random.normal(key, mean.shape)
+        log_std = self.log_std(raw_log_std)
+        eps = draws.policy_eps(key, mean.shape)
         action = jnp.tanh(mean + eps * jnp.exp(log_std))
         scaled_entropy = -self.act_dim * tmath.gaussian_logprob(eps, log_std)
         return action, jnp.tanh(mean), scaled_entropy
+
+    def log_std(self, raw_log_std):
+        """The raw second half of the network's output -> log std in [log_std_min, log_std_max]."""
+        return self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (jnp.tanh(raw_log_std) + 1)
 
     def mean_action(self, z):
         return jnp.tanh(jnp.split(self.mlp(z), 2, axis=-1)[0])

@@ -322,9 +322,10 @@ def test_the_console_command_lists_every_subcommand():
     assert result.stdout.startswith("usage: tdmpc-glass")
     # one line per subcommand, indented by four spaces (a wrapped help line is indented further)
     listed = [line.split()[0] for line in result.stdout.splitlines() if re.match(r"^ {4}\S", line)]
-    assert listed == ["run", "describe", "sweep", "resume", "list", "validate", "stats", "curves", "dashboard", "video", "bench",
-                      "export", "show"]
-    assert set(FORWARDED) == {"stats", "curves", "dashboard", "video", "bench", "export", "show"}
+    assert listed == ["run", "describe", "sweep", "resume", "list", "validate", "stats", "curves", "dashboard",
+                      "video", "bench", "export", "show", "import-official", "check-official"]
+    assert set(FORWARDED) == {"stats", "curves", "dashboard", "video", "bench", "export", "show", "import-official",
+                              "check-official"}
 
 
 def test_the_console_command_runs_the_launcher():

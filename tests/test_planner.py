@@ -29,12 +29,12 @@ class QuadraticWorld(eqx.Module):
     def decode(self, logits):
         return logits
 
-    def q_value(self, z, a, key, reduce, dropout_key=None, qs=None):
+    def q_value(self, z, a, key, reduce, dropout_key=None, qs=None, draws=None):
         return jnp.zeros(a.shape[:-1])
 
 
 class UniformPolicy(eqx.Module):
-    def __call__(self, z, key):
+    def __call__(self, z, key, draws=None):
         a = jax.random.uniform(key, (*z.shape[:-1], 3), minval=-1, maxval=1)
         return a, a, jnp.zeros(z.shape[:-1])
 
