@@ -13,8 +13,9 @@ Written, for a run dir <runs root>/<name>/default/seed<k> (default name official
 
 Then `tdmpc-glass run <runs root>/<name>/phase.yaml --runs-root <runs root> --steps N` resumes from it: it
 evaluates the imported agent at env step 0 (eval.csv's first row) and fine-tunes for N env steps, and
-`tdmpc-glass video --run <run dir>` renders it. Training settings must be chosen at import (--set, e.g.
-train.expl_until=0 to skip the uniform-random phase): a run resumes only with the config it was written with.
+`tdmpc-glass resume <run dir> --steps N` does the same; `tdmpc-glass video --run <run dir>` renders it.
+Training settings must be chosen at import (--set, e.g. train.expl_until=0 to skip the uniform-random phase):
+a run resumes only with the config it was written with.
 Errors: one line `error: ...`, exit 2, nothing written.
 """
 from __future__ import annotations
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     root, phase = run_dir.parents[2], run_dir.parents[1] / PHASE_FILE
     print(f"imported {args.checkpoint} into {run_dir}")
     print(f"  evaluate (env step 0) and fine-tune: tdmpc-glass run {phase} --runs-root {root} --steps N")
+    print(f"                                   or: tdmpc-glass resume {run_dir} --steps N")
     print(f"  video:                               tdmpc-glass video --run {run_dir}")
     return 0
 

@@ -332,3 +332,9 @@ def test_import_official_then_video_and_evaluation(tmp_path):
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "40"]
     assert "resume" in (run / "events.jsonl").read_text()
     assert json.loads((run / "status.json").read_text())["status"] == "done"
+    # `resume` trains the same run on by its run dir alone
+    more = subprocess.run([sys.executable, "-m", "experiments.cli", "resume", str(run), "--steps", "80",
+                           "--no-progress"], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                          timeout=1800)
+    assert more.returncode == 0, more.stderr
+    assert [r.split(",")[0] for r in (run / "eval.csv").read_text().splitlines()[1:]] == ["0", "40", "80"]
