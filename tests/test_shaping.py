@@ -161,7 +161,7 @@ def test_shaped_rewards_train_the_agent_and_never_reach_evaluation(tmp_path, mon
     finally:
         trainer.close()
     train_pool, eval_pool = pools
-    assert train_pool.pool.shaping and not eval_pool.pool.shaping
+    assert train_pool.pool.measure is HopperTerms and eval_pool.pool.measure is None
     E, L = cfg.train.num_envs, cfg.train.episode_length
 
     # training: the buffer holds task reward + weighted terms at each tick's env step; the task's own
