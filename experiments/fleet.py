@@ -203,7 +203,7 @@ def state_bytes(cfg) -> int:
     import numpy as np
 
     from tdmpc_glass import agent
-    from tdmpc_glass.envs.dmc import task_spec
+    from tdmpc_glass.envs import task_spec
     from tdmpc_glass.multitask import model_obs_dim, tasks_of
 
     task = tasks_of(cfg)[0] if cfg.multitask.tasks else cfg.task

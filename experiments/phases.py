@@ -350,7 +350,7 @@ class Units:
 
 
 def units(cfg: Config) -> Units:
-    from tdmpc_glass.envs.dmc import control_timestep  # loads dm_control (cached per task)
+    from tdmpc_glass.envs import control_timestep  # loads the task's suite (cached per task)
 
     d, flat = derive(cfg), flatten(to_dict(cfg))
     points = []

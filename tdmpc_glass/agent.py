@@ -71,7 +71,7 @@ def glass_settings(cfg: Config) -> Optional[glass_lib.GlassLossConfig]:
         return None
     contact_index = ()
     if g.lambda_contrast > 0:  # contact labels come from the touch readings of the stored observations (10.3)
-        from .envs.dmc import touch_indices
+        from .envs.suites import touch_indices
 
         contact_index = touch_indices(cfg.task)
     return glass_lib.GlassLossConfig.from_config(g, contact_index, intrinsic=g.intrinsic_coef > 0)

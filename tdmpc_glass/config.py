@@ -466,7 +466,7 @@ def _check_glass(cfg: Config) -> None:
         raise ValueError(f"glass.slice_len: {frames} frames do not fit in one episode "
                          f"(train.episode_length = {cfg.train.episode_length})")
     if g.enabled and g.lambda_contrast > 0:
-        from .envs.dmc import touch_indices, validate_task  # loads dm_control: only when the key is used
+        from .envs.suites import touch_indices, validate_task  # loads the suite: only when the key is used
 
         tasks = [cfg.task] + [t for t in cfg.multitask.tasks if t != cfg.task]
         indices = {}
@@ -516,11 +516,11 @@ def _check_schedules(cfg: Config) -> None:
                          f"got {sh.soft_stand_decay_until}")
     tasks = list(mt.tasks) or [cfg.task]
     if sh.knee_penalty or sh.soft_stand_bonus or sh.gait_fall_penalty:
-        other = [task for task in tasks if task.split("-", 1)[0] != "hopper"]
+        other = [task for task in tasks if task.split("-", 1)[0] != "hopper"]  # dm_control's (a prefix: another)
         if other:
             key = next(k for k in ("knee_penalty", "soft_stand_bonus", "gait_fall_penalty") if getattr(sh, k))
-            raise ValueError(f"shaping.{key}: the shaping terms are defined for the hopper only, "
-                             f"not for task {other[0]!r}")
+            raise ValueError(f"shaping.{key}: the shaping terms are defined for the hopper only (dm_control's "
+                             f"physics), not for task {other[0]!r}")
     if mt.tasks:
         if len(set(mt.tasks)) != len(mt.tasks) or len(mt.tasks) < 2:
             raise ValueError(f"multitask.tasks: need at least two distinct tasks, got {mt.tasks}")
@@ -536,7 +536,7 @@ def _check_schedules(cfg: Config) -> None:
             raise ValueError(f"multitask.usage_rate: must be in (0, 1], got {mt.usage_rate}")
         if mt.task_heads and cfg.glass.enabled and cfg.glass.kmeans_init:
             raise ValueError("multitask.task_heads: not with glass.kmeans_init (its latents would carry the task id)")
-        from .envs.dmc import task_spec, validate_task  # loads dm_control: only when the key is used
+        from .envs.suites import task_spec, validate_task  # loads the suite: only when the key is used
 
         specs = {}
         for task in mt.tasks:

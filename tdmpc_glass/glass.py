@@ -144,7 +144,7 @@ CONTACT_THRESHOLD = float(math.log1p(1.0))
 def contact_labels(obs, index: tuple, threshold: float = CONTACT_THRESHOLD, binary: bool = False):
     """Contact-pattern id of flattened observations (..., obs_dim) -> int32 (...) (research log 10.3).
 
-    index: positions of the touch readings inside the flattened observation (envs.dmc.touch_indices). Sensor j
+    index: positions of the touch readings inside the flattened observation (envs.suites.touch_indices). Sensor j
     contributes bit j when obs[..., index[j]] > threshold, so the id is in [0, 2^len(index)): for the hopper
     0 = airborne, 1 = toe only, 2 = heel only, 3 = both. Two frames are positives for the phase-contrastive
     loss when their ids are equal. binary=True (glass.contrast_label "binary", the log's "foot on ground vs.

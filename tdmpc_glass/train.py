@@ -35,8 +35,7 @@ from . import acting, agent, provenance, resume, rounds, runlayout
 from .basin import train_with_restarts
 from .config import Config, derive
 from .envs import EnvPool
-from .envs import shaping as shaping_lib
-from .envs.training import EVAL_STREAM, StepContext, episode_seeds, eval_observation, training_env
+from .envs.training import EVAL_STREAM, StepContext, episode_seeds, eval_observation, pool_measure, training_env
 from .flatstate import FlatState, as_tree
 from .interventions import RoundView
 from .interventions import from_config as scheduled_interventions
@@ -119,7 +118,7 @@ class Trainer:
         self.E, self.L = t.num_envs, t.episode_length
         self.env_steps_per_tick = t.action_repeat * self.E
         pool = EnvPool(tasks_of(cfg) if cfg.multitask.tasks else cfg.task, len(seeds) * self.E, t.action_repeat,
-                       t.num_workers, shaping=shaping_lib.enabled(cfg.shaping))
+                       t.num_workers, measure=pool_measure(cfg))
         self.env = training_env(cfg, self.run_seeds, pool)
         self.eval_pool = None
         self.eval_obs = eval_observation(cfg)

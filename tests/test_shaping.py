@@ -71,8 +71,8 @@ def test_weights_and_the_linear_decay_of_the_stand_bonus():
 def test_shaping_pool_keeps_the_task_reward_and_sums_terms_over_the_repeats():
     seeds, rng = np.arange(3) + 10, np.random.default_rng(0)
     actions = rng.uniform(-1, 1, (30, 3, 4))
-    with EnvPool("hopper-hop", 3, 2, 0, shaping=True) as shaped, EnvPool("hopper-hop", 3, 2, 0) as plain:
-        assert plain.shaping_terms is None
+    with EnvPool("hopper-hop", 3, 2, 0, measure=HopperTerms) as shaped, EnvPool("hopper-hop", 3, 2, 0) as plain:
+        assert plain.measured is None
         obs_a, obs_b = shaped.reset(seeds), plain.reset(seeds)
         assert np.array_equal(obs_a, obs_b)
         raw = load("hopper-hop")
@@ -87,8 +87,8 @@ def test_shaping_pool_keeps_the_task_reward_and_sums_terms_over_the_repeats():
             for _ in range(2):
                 raw.step(a[0])
                 expected = expected + terms(raw.physics)
-            np.testing.assert_allclose(shaped.shaping_terms[0], expected, rtol=1e-6)
-            total += shaped.shaping_terms.sum(0)
+            np.testing.assert_allclose(shaped.measured[0], expected, rtol=1e-6)
+            total += shaped.measured.sum(0)
         assert total.max() > 0
         raw.close()
 
@@ -124,7 +124,7 @@ class Recorder:
 
     def step(self, actions):
         obs, reward = self.pool.step(actions)
-        terms = None if self.pool.shaping_terms is None else self.pool.shaping_terms.copy()
+        terms = None if self.pool.measured is None else self.pool.measured.copy()
         self.log.append(("step", np.array(actions), reward.copy(), terms))
         return obs, reward
 
@@ -161,7 +161,7 @@ def test_shaped_rewards_train_the_agent_and_never_reach_evaluation(tmp_path, mon
     finally:
         trainer.close()
     train_pool, eval_pool = pools
-    assert train_pool.pool.shaping and not eval_pool.pool.shaping
+    assert train_pool.pool.measure is HopperTerms and eval_pool.pool.measure is None
     E, L = cfg.train.num_envs, cfg.train.episode_length
 
     # training: the buffer holds task reward + weighted terms at each tick's env step; the task's own

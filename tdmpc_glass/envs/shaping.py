@@ -1,7 +1,8 @@
 """Reward shaping terms of the hopper (phases t, q_knee, r1_soft, r2_gait, rstack*): benchmark-unfair.
 
-The env workers compute three unweighted terms from the physics after every control step and sum them over
-the action repeats, like the task reward (`hopper_terms`); the trainer weights them with `shaping.*` and the
+The training pool measures three unweighted terms from the physics after every control step and sums them over
+the action repeats, like the task reward (`HopperTerms`, the pool's measure: envs/training.py pool_measure); the
+Shaping wrapper weights them with `shaping.*` and the
 current env step (`shaped_reward`). Only training rewards, i.e. what enters the replay buffer, are shaped:
 evaluation pools never compute the terms, so eval.csv returns are the task's own.
 

@@ -116,7 +116,7 @@ class ActionNoise(Wrapper):
 
 
 class Shaping(Wrapper):
-    """shaping.*: the buffer's rewards are shaped with the pool's hopper terms (envs/shaping.py)."""
+    """shaping.*: the buffer's rewards are shaped with the hopper terms the pool measured (`pool_measure`)."""
 
     def __init__(self, inner, shaping):
         super().__init__(inner)
@@ -125,7 +125,7 @@ class Shaping(Wrapper):
 
     def step(self, actions, ctx: StepContext):
         obs, reward = self.inner.step(actions, ctx)
-        shaped = shaping_lib.shaped_reward(reward.reshape(-1), self.pool.shaping_terms, self.shaping, ctx.env_step)
+        shaped = shaping_lib.shaped_reward(reward.reshape(-1), self.pool.measured, self.shaping, ctx.env_step)
         shaped = shaped.reshape(reward.shape)
         self._added += (shaped - reward).mean(1)
         self._steps += 1
@@ -170,8 +170,15 @@ class MultiTask(Wrapper):
         self.sampler.load(i, state)
 
 
+def pool_measure(cfg: Config):
+    """What the training pool must measure after every control step for the wrappers (the pool's `measure`):
+    the hopper's shaping terms when shaping is on, else None. Only training pools measure; evaluation never
+    shapes."""
+    return shaping_lib.HopperTerms if shaping_lib.enabled(cfg.shaping) else None
+
+
 def training_env(cfg: Config, run_seeds, pool):
-    """The wrapped training environment of a config over `pool` (S * E envs, with shaping terms if shaped)."""
+    """The wrapped training environment of a config over `pool` (S * E envs, built with `pool_measure(cfg)`)."""
     env = PoolEnv(pool, run_seeds, cfg.train.num_envs)
     if cfg.multitask.tasks:
         env = MultiTask(env, cfg)

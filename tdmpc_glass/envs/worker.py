@@ -13,7 +13,8 @@ import traceback
 
 
 def run(conn, make_chunk, spec) -> None:
-    """make_chunk: a picklable callable building the worker's EnvChunk (dmc.EnvChunk with its arguments bound);
+    """make_chunk: a picklable callable building the worker's EnvChunk (suites.chunk_factory: a suite's EnvChunk
+    with its arguments bound);
     spec: (obs_dim, act_dim), sent once the chunk is built. Reset payloads are seeds, or (seeds, task_ids)
     for a multi-task chunk. This module imports nothing of the pool's: the pool hands it what to build."""
     # Ctrl-C reaches the whole process group; the parent decides what happens (the trainer finishes its

@@ -175,7 +175,7 @@ def _fingerprint_differences(meta: dict, cfg: Config) -> list[str]:
 
 def load_run(run_dir: Path, which: str | int = "latest") -> LoadedRun:
     """Read the run's config, pick the checkpoint and restore one seed's AgentState from it. Raises RunError."""
-    from ..envs.dmc import task_spec, validate_task
+    from ..envs.suites import suite_of, task_spec, validate_task
 
     run_dir = Path(run_dir)
     cfg, record = read_run_config(run_dir)
@@ -186,6 +186,8 @@ def load_run(run_dir: Path, which: str | int = "latest") -> LoadedRun:
         validate_task(cfg.task)
     except ValueError as e:
         raise RunError(f"{run_dir}: {e}") from None
+    if suite_of(cfg.task) != "dmc":  # the rollout records and renders dm_control physics (bodies, cameras)
+        raise RunError(f"{run_dir}: task {cfg.task!r}: videos are rendered from dm_control tasks only")
     path, env_step, note = select_checkpoint(run_dir, which)
     obs_dim, act_dim = task_spec(cfg.task)
     template = jax.eval_shape(lambda: agent.init_state(cfg, obs_dim, act_dim, 0))
