@@ -18,7 +18,7 @@ import numpy as np
 
 from . import runlayout
 
-PREFIX, SUFFIX = "step_", ".npz"
+PREFIX, SUFFIX = runlayout.CHECKPOINT_PREFIX, runlayout.CHECKPOINT_SUFFIX
 TMP_SUFFIX = ".tmp"
 
 
@@ -31,14 +31,14 @@ class DamagedCheckpointError(CheckpointError):
 
 
 def path_for(ckpt_dir: Path, env_step: int) -> Path:
-    return Path(ckpt_dir) / f"{PREFIX}{env_step:010d}{SUFFIX}"
+    return Path(ckpt_dir) / runlayout.checkpoint_name(env_step)
 
 
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
         return []
-    return sorted(p for p in ckpt_dir.glob(f"{PREFIX}*{SUFFIX}") if p.stem[len(PREFIX):].isdigit())
+    return sorted(p for p in ckpt_dir.glob(f"{PREFIX}*{SUFFIX}") if runlayout.checkpoint_step(p) is not None)
 
 
 def save(ckpt_dir: Path, env_step: int, state_leaves: list[np.ndarray], meta: dict, keep: int = 2) -> Path:

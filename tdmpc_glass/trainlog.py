@@ -94,7 +94,7 @@ class BatchLog:
             log.event(env_step, "resume" if resumed else "start", total_env_steps=total_env_steps,
                       **({"attempt": attempt, "run_seed": run_seed} if attempt else {}))
             last, best = log.best_eval_so_far()
-            log.set_status(status="running", env_step=env_step, total_env_steps=total_env_steps,
+            log.set_status(status=runlayout.RUNNING, env_step=env_step, total_env_steps=total_env_steps,
                            last_mppi_return=last, best_mppi_return=best, attempt=attempt)
 
     def start_tracking(self, cfg, attempts) -> None:
