@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import runlayout
+from . import runlayout, seams
 
 PREFIX, SUFFIX = runlayout.CHECKPOINT_PREFIX, runlayout.CHECKPOINT_SUFFIX
 TMP_SUFFIX = ".tmp"
@@ -49,10 +49,11 @@ def save(ckpt_dir: Path, env_step: int, state_leaves: list[np.ndarray], meta: di
     try:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+            seams.write("checkpoint_savez", np.savez, f,
+                        __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, final)
+        seams.write("checkpoint_rename", os.replace, tmp, final)
     except BaseException as e:  # nothing half-written stays; the older checkpoints are untouched
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):

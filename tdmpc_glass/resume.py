@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import checkpoint, runlayout
+from . import checkpoint, runlayout, seams
 from .config import Config, to_dict
 from .rounds import Counters
 
@@ -55,6 +55,7 @@ def save(states, ckpt_dirs: list[Path], active, seeds, env_step: int, counters: 
             meta = {"seed": seed, "env_step": env_step, "counters": counters._asdict(), "fingerprint": fingerprint,
                     "schedule": schedule_states[i]}
             checkpoint.save(ckpt_dir, env_step, [x[i] for x in leaves], meta)
+            seams.notify("checkpoint_saved")
 
 
 def warn_on_stderr(seed_index: int, message: str) -> None:

@@ -304,6 +304,11 @@ class RunLock:
         self.taken_over: list[tuple[Path, dict]] = []
         self._held: list[Path] = []
 
+    @classmethod
+    def held_here(cls) -> list[str]:
+        """The resolved run dirs this process holds locks on (for tests and messages)."""
+        return sorted(cls._held_here)
+
     def __enter__(self) -> RunLock:
         self.acquire()
         return self

@@ -18,7 +18,7 @@ import math
 import os
 from pathlib import Path
 
-from . import runlayout
+from . import runlayout, seams
 
 EVAL_COLUMNS = list(runlayout.EVAL_COLUMNS)
 
@@ -51,11 +51,13 @@ class CsvLog:
             self._widen(added)
         elif added:
             self.columns = self.columns + added
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow({k: _format(row.get(k)) for k in self.columns})
         with append_or_undo(self.path) as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: _format(row.get(k)) for k in self.columns})
+            seams.write("csv_row", _write, f, text.getvalue())
 
     def _widen(self, added: list[str]) -> None:
         """Rewrite the file atomically with `added` columns at the end of its header, its rows empty in them."""
@@ -113,6 +115,10 @@ class CsvLog:
                 kept.append(line)
         runlayout.write_atomic(self.path, header + "".join(kept))
         return len(kept)
+
+
+def _write(f, text: str) -> None:
+    f.write(text)
 
 
 class append_or_undo:

@@ -130,7 +130,7 @@ def probe():
     @jax.jit
     def run(world, batch, coef):
         def td_part(w):
-            _, (latents, terms) = agent.world_loss(w, policy, w.qs, batch, jax.random.PRNGKey(3), h, coef)
+            _, (latents, terms) = agent.world_loss(w, policy, w.qs, batch, jax.random.PRNGKey(3), h, agent.Coefs(intrinsic=coef))
             td = h.consistency_coef * terms["consistency_loss"] + h.reward_coef * terms["reward_loss"] \
                 + h.value_coef * terms["value_loss"]
             return td, (latents, terms)
@@ -257,7 +257,7 @@ def test_full_update_with_the_new_variants_is_finite_and_leaves_the_buffer_alone
     state = eqx.tree_at(lambda s: s.buffer, state, buf)
     h = agent.Hyper.from_config(cfg)
     w_tx, p_tx = agent.optimisers(cfg)
-    new, metrics = jax.jit(lambda s, c: agent.run_updates(s, 0, 2, h, w_tx, p_tx, c))(state, jnp.float32(0.1))
+    new, metrics = jax.jit(lambda s, c: agent.run_updates(s, 0, 2, h, w_tx, p_tx, agent.Coefs(intrinsic=c)))(state, jnp.float32(0.1))
     assert bool(metrics["params_finite"]) and np.isfinite(float(metrics["total_loss"]))
     assert float(metrics["loss_contrast"]) > 0 and 0 < float(metrics["intrinsic_reward"]) <= 2 * 0.1 * math.log(K)
     for a, b in zip(jax.tree.leaves(new.buffer), jax.tree.leaves(state.buffer)):  # never written back

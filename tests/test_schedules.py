@@ -83,7 +83,7 @@ def test_policy_loss_adds_coefficient_times_smoothing_and_its_gradient():
         world, policy = make_networks(cfg, OBS, ACT, jax.random.PRNGKey(0))
         latents = world.encode(jax.random.normal(jax.random.PRNGKey(1), (cfg.horizon + 1, 8, OBS)))
         key, scale = jax.random.PRNGKey(2), jnp.ones(())
-        loss = lambda p, c=None: agent.policy_loss(p, world, latents, scale, key, h, c)
+        loss = lambda p, c=None: agent.policy_loss(p, world, latents, scale, key, h, agent.Coefs(smooth=c))
         grad = lambda c: eqx.filter_grad(lambda p: loss(p, c)[0])(policy)
         base, (_, none_terms) = loss(policy)
         on, (_, terms) = loss(policy, jnp.float32(0.5))
