@@ -172,7 +172,7 @@ def bench_loop(args, cfg, num_seeds: int) -> dict:
                       "updates_per_round": d.k_update, "agent_steps_per_round": ticks, "blocks": args.blocks,
                       "rounds_per_block": args.rounds, "overlap_updates": cfg.train.overlap_updates,
                       "allocator": allocator.active()}
-            record.update(_loop_split(blocks))
+            record.update(loop_split(blocks))
             if tracking is not None:
                 record.update(_tracking_split(blocks, tracking, trainer))
             record["seed_agent_steps_per_s"] = 1e3 * num_seeds * trainer.E / record["ms_per_agent_step"]
@@ -243,7 +243,7 @@ def _compute_alone(cfg, trainer):
             lambda loop: updates(loop.states.tree()))
 
 
-def _loop_split(blocks: list[dict]) -> dict:
+def loop_split(blocks: list[dict]) -> dict:
     """Medians over blocks of ms per agent step: end to end; env stepping; the loop's jitted calls ("device",
     plus "act" for standalone planning calls); train.csv rows; the loop's own Python (the rest); compute alone
     (planning, updates); the calls' fixed cost (their time minus that compute); and the loop's own cost as a

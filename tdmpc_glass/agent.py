@@ -127,11 +127,12 @@ def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.
                coefs: Coefs = NO_COEFS, draws: Sample = SAMPLE):
     """TD-MPC2's model loss. batch.obs (H+1, B, obs_dim). Returns (loss, (latents (H+1, B, d), terms)).
 
-    coefs.intrinsic (intrinsic_coef below): traced scalar, used only when h.glass.intrinsic (phases P / Pa): the reward targets of this
-    update (reward loss AND TD targets, so the planner's predicted rewards and its terminal Q stay one objective)
-    become r + intrinsic_coef * H(c(z_{t+1}) @ S), one bonus per decision (the research log's "max bonus ~210" =
-    0.1 ln 8 x 1000 decisions of an episode at its clock), with z_{t+1} the stop-gradient online latent of the
-    stored o_{t+1}. Computed here from the current Glass parameters, never written into the buffer.
+    coefs.intrinsic (intrinsic_coef below): traced scalar, used only when h.glass.intrinsic (phases P / Pa): the
+    reward targets of this update (reward loss AND TD targets, so the planner's predicted rewards and its
+    terminal Q stay one objective) become r + intrinsic_coef * H(c(z_{t+1}) @ S), one bonus per decision (the
+    research log's "max bonus ~210" = 0.1 ln 8 x 1000 decisions of an episode at its clock), with z_{t+1} the
+    stop-gradient online latent of the stored o_{t+1}. Computed here from the current Glass parameters, never
+    written into the buffer.
     draws: where the random numbers come from (draws.py; default: jax.random from `key`).
     """
     k_target_pi, k_target_q, k_dropout = jax.random.split(key, 3)
