@@ -1,5 +1,8 @@
 """The run-file contract (runlayout) and the CSV writer: a metric added to the code reaches a resumed run."""
+import csv
 import math
+
+import pytest
 
 from analysis.runs import read_csv
 from tdmpc_glass import runlayout
@@ -62,3 +65,40 @@ def test_one_rule_for_keys_a_resume_may_change():
     assert not runlayout.extendable("train.eval_freq")
     changed = config_fingerprint(base).replace('"eval_freq": ', '"eval_freq": 1', 1)
     assert fingerprint_difference(changed, config_fingerprint(base)).startswith("train.eval_freq is ")
+
+
+@pytest.mark.slow
+def test_a_metric_added_between_start_and_resume_appears_in_the_resumed_run(trained_runs, tmp_path):
+    """A run whose train.csv was written before `q_scale` was logged (the column taken out, as older code wrote
+    it) resumes under code that logs it: the header grows, older rows stay empty there, and every other value
+    equals the uninterrupted run's."""
+    from dataclasses import replace
+
+    from train_script import rows, tiny_config
+
+    from tdmpc_glass.train import train
+
+    cfg = tiny_config()
+    parts = [tmp_path / f"seed{s}" for s in trained_runs.seeds]
+    assert train(replace(cfg, train=replace(cfg.train, steps=160)), list(trained_runs.seeds), parts,
+                 progress=False) == 0
+    for run in parts:  # the file older code wrote: no q_scale column
+        path = run / runlayout.TRAIN
+        with open(path, newline="") as f:
+            old = list(csv.DictReader(f))
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, [k for k in old[0] if k != "q_scale"], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(old)
+    assert train(cfg, list(trained_runs.seeds), parts, progress=False) == 0
+    for run, ref in zip(parts, trained_runs.dirs):
+        got, want = rows(run / runlayout.TRAIN), rows(ref / runlayout.TRAIN)
+        with open(run / runlayout.TRAIN, newline="") as f:
+            assert next(csv.reader(f))[-1] == "q_scale"
+        old_rows = [r for r in got if int(r["env_step"]) <= 160]
+        assert len(old_rows) == 3 and all(r["q_scale"] == "" for r in old_rows)
+        assert all(r["q_scale"] != "" for r in got if int(r["env_step"]) > 160)
+        assert [r["q_scale"] for r in got if int(r["env_step"]) > 160] == \
+            [r["q_scale"] for r in want if int(r["env_step"]) > 160]
+        strip = lambda table: [{k: v for k, v in r.items() if k != "q_scale"} for r in table]
+        assert strip(got) == strip(want)
