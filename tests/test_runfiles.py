@@ -102,3 +102,12 @@ def test_a_metric_added_between_start_and_resume_appears_in_the_resumed_run(trai
             [r["q_scale"] for r in want if int(r["env_step"]) > 160]
         strip = lambda table: [{k: v for k, v in r.items() if k != "q_scale"} for r in table]
         assert strip(got) == strip(want)
+
+
+def test_videos_pick_the_best_mppi_row_by_the_same_rule(tmp_path):
+    from tdmpc_glass.video.rollout import best_eval_step
+
+    (tmp_path / runlayout.EVAL).write_text("env_step,mppi_return\n0,5\n80,\n160,9.5\n240,nan\n320,9.5\n400,2\n")
+    assert best_eval_step(tmp_path) == (160, 9.5)
+    (tmp_path / runlayout.EVAL).write_text("env_step,mppi_return\n0,\n")
+    assert best_eval_step(tmp_path) is None

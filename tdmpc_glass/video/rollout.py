@@ -53,7 +53,7 @@ from ..acting import jit_act
 from ..config import Config, ConfigError, config_from_dict, derive, to_dict
 from ..envs.shaping import COS_FALL, KNEE_HEIGHT
 from ..planner import PlanSettings
-from ..runlayout import CHECKPOINTS, CONFIG, EVAL, checkpoint_step, extendable, flatten
+from ..runlayout import CHECKPOINTS, CONFIG, EVAL, best_mppi, checkpoint_step, extendable, flatten
 
 POLICIES = ("mppi", "pi")
 TARGET_FPS = 50.0  # frames per second of real time the videos aim for
@@ -115,16 +115,15 @@ def best_eval_step(run_dir: Path) -> Optional[tuple[int, float]]:
     path = Path(run_dir) / EVAL
     if not path.is_file():
         return None
-    best = None
+    scored = []
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             try:
-                step, score = int(float(row["env_step"])), float(row["mppi_return"])
+                scored.append((int(float(row["env_step"])), float(row["mppi_return"])))
             except (KeyError, TypeError, ValueError):
                 continue
-            if np.isfinite(score) and (best is None or score > best[1]):
-                best = (step, score)
-    return best
+    best = best_mppi([score for _, score in scored])
+    return None if best is None else (scored[best[0]][0], best[1])
 
 
 def select_checkpoint(run_dir: Path, which: str | int = "latest") -> tuple[Path, int, str]:
