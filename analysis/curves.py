@@ -35,11 +35,11 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from analysis.colors import phase_color  # noqa: E402
 from analysis.runs import AnalysisError, PhaseNames, Run, load_runs, phase_catalogue, split_label  # noqa: E402
-from tdmpc_glass.runlayout import CONFIG, DEFAULT_VARIANT, EVAL, RUNS_ENV, TRAIN, runs_root  # noqa: E402
+from tdmpc_glass import runlayout  # noqa: E402
+from tdmpc_glass.runlayout import CONFIG, DEFAULT_VARIANT, EVAL, RUNS_ENV, TRAIN, count_text, runs_root  # noqa: E402
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference_data"
-EVAL_METRICS = ("mppi_return", "mppi_return_std", "pi_return", "pi_return_std")
-RETURN_METRICS = ("mppi_return", "pi_return")
+EVAL_METRICS, RETURN_METRICS = runlayout.EVAL_METRICS, runlayout.RETURN_METRICS
 GOAL_TASK = "hopper-hop"  # the task the goals below were set for: their lines are drawn for its runs only
 THRESHOLDS = ((500.0, "G1 threshold 500"), (600.0, "G2 ceiling 600"))
 REFERENCE_STYLES = {"tdmpc2": ("-.", "0.15"), "tdmpc": (":", "0.35"), "dreamerv3": ("--", "0.45"),
@@ -196,11 +196,7 @@ def reference_curves(task: str) -> dict[str, pd.Series]:
 # ---- figure ----------------------------------------------------------------------------------------------------
 
 def _steps_formatter(x, _pos) -> str:
-    if abs(x) >= 1e6:
-        return f"{x / 1e6:g}M"
-    if abs(x) >= 1e3:
-        return f"{x / 1e3:g}k"
-    return f"{x:g}"
+    return count_text(x)
 
 
 def plot_curves(runs_by_label: dict[str, list[Run]], metric: str = "mppi_return", reference: bool = False,

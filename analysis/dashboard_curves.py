@@ -19,9 +19,9 @@ from analysis.dashboard_parts import (by_label, damage_flags, fairness_badge, pr
                                       unavailable)
 from analysis.dashboard_run import run_href
 from analysis.runs import PhaseNames, Run, natural_key
-from tdmpc_glass.runlayout import DEFAULT_VARIANT, EVAL, RUNNING
+from tdmpc_glass.runlayout import DEFAULT_VARIANT, EVAL, RETURN_METRICS, RUNNING
 
-METRICS = ("mppi_return", "pi_return")  # one graph each, in this order
+METRICS = RETURN_METRICS  # one graph each, in this order
 NO_GRAPH_BAR = {"displaylogo": False}
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from analysis import curves
 from analysis.colors import phase_color
-from tdmpc_glass.runlayout import EVAL, TRAIN
+from tdmpc_glass.runlayout import EVAL, TRAIN, count_text
 
 METRIC_TITLES = {"mppi_return": "MPPI score (mppi_return)", "pi_return": "pi score (pi_return)"}
 # Glass diagnostics in train.csv (the trainer's Glass diagnostics columns), grouped into panels
@@ -278,12 +278,7 @@ def losses_figure(train: pd.DataFrame) -> dict:
 def steps_text(value) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
-    value = float(value)
-    if abs(value) >= 1e6:
-        return f"{value / 1e6:.3g}M"
-    if abs(value) >= 1e3:
-        return f"{value / 1e3:.3g}k"
-    return f"{value:.0f}"
+    return count_text(float(value), ".3g", ".0f")
 
 
 def number_text(value, digits: int = 1) -> str:

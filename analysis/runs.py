@@ -468,8 +468,8 @@ class Run:
         """Highest mppi_return over the evaluations; None while the run has no evaluation."""
         if "mppi_return" not in self.eval:
             return None
-        values = pd.to_numeric(self.eval["mppi_return"], errors="coerce").dropna()
-        return float(values.max()) if len(values) else None
+        best = runlayout.best_mppi(pd.to_numeric(self.eval["mppi_return"], errors="coerce").tolist())
+        return None if best is None else best[1]
 
     @property
     def env_steps(self) -> int | None:

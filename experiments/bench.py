@@ -137,19 +137,16 @@ def bench_loop(args, cfg, num_seeds: int) -> dict:
     import tempfile
 
     from tdmpc_glass.train import Trainer
-    from tdmpc_glass.trainlog import TrainLogWindow
 
     with tempfile.TemporaryDirectory() as root:
         trainer = Trainer(cfg, list(range(1, num_seeds + 1)), [f"{root}/seed{s}" for s in range(num_seeds)],
                           progress=False)
         try:
-            loop, _ = trainer.restore_or_init()
-            loop = replace(loop, prev_mean=jnp.zeros((num_seeds, trainer.E, cfg.horizon, trainer.act_dim)))
-            window = TrainLogWindow(0, cfg.train.log_freq)
+            loop = trainer.restore_or_init()
             ticks, d = trainer.d.steps_per_env_per_round, trainer.d
-            warm = -(-d.expl_until_env_steps // (ticks * trainer.env_steps_per_tick)) + args.warmup_rounds
+            warm = -(-d.expl_until_env_steps // (ticks * trainer.schedule.env_steps_per_tick)) + args.warmup_rounds
             for _ in range(warm):
-                loop = trainer.advance(loop, window)
+                loop = trainer.advance(loop)
             plan_call, update_call = _compute_alone(cfg, trainer)
             plan_call(loop), update_call(loop)  # compile
             steps, blocks = args.rounds * ticks, []
@@ -159,7 +156,7 @@ def bench_loop(args, cfg, num_seeds: int) -> dict:
                 trainer.log.tracking = tracking if b % 2 else None
                 before, t0 = dict(trainer.timings), time.perf_counter()
                 for _ in range(args.rounds):
-                    loop = trainer.advance(loop, window)
+                    loop = trainer.advance(loop)
                 jax.block_until_ready(loop.states)
                 wall = time.perf_counter() - t0
                 block = {f"{k}_ms": 1e3 * (trainer.timings[k] - before[k]) / steps
@@ -175,14 +172,14 @@ def bench_loop(args, cfg, num_seeds: int) -> dict:
                       "updates_per_round": d.k_update, "agent_steps_per_round": ticks, "blocks": args.blocks,
                       "rounds_per_block": args.rounds, "overlap_updates": cfg.train.overlap_updates,
                       "allocator": allocator.active()}
-            record.update(_loop_split(blocks))
+            record.update(loop_split(blocks))
             if tracking is not None:
                 record.update(_tracking_split(blocks, tracking, trainer))
             record["seed_agent_steps_per_s"] = 1e3 * num_seeds * trainer.E / record["ms_per_agent_step"]
             if args.eval:  # one evaluation and one checkpoint after warm ones, amortised over their frequencies
                 _, eval_s = _time(lambda: trainer.evaluate(loop.states, 0), 1)
                 _, ckpt_s = _time(lambda: trainer.save_checkpoints(loop), 1)
-                per_tick = trainer.env_steps_per_tick
+                per_tick = trainer.schedule.env_steps_per_tick
                 record.update(eval_s=eval_s, eval_ms=1e3 * eval_s / (cfg.train.eval_freq / per_tick),
                               checkpoint_s=ckpt_s,
                               checkpoint_ms=1e3 * ckpt_s / (cfg.train.checkpoint_freq / per_tick))
@@ -246,7 +243,7 @@ def _compute_alone(cfg, trainer):
             lambda loop: updates(loop.states.tree()))
 
 
-def _loop_split(blocks: list[dict]) -> dict:
+def loop_split(blocks: list[dict]) -> dict:
     """Medians over blocks of ms per agent step: end to end; env stepping; the loop's jitted calls ("device",
     plus "act" for standalone planning calls); train.csv rows; the loop's own Python (the rest); compute alone
     (planning, updates); the calls' fixed cost (their time minus that compute); and the loop's own cost as a

@@ -21,10 +21,9 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
 from tdmpc_glass import provenance, runlayout
 from tdmpc_glass.config import TrackingConfig
+from tdmpc_glass.tracking.exporter import read_config
 
 USAGE = 2
 
@@ -84,11 +83,7 @@ def cmd_export(args) -> int:
 
 
 def show_record(run_dir: Path) -> dict:
-    try:
-        config = yaml.safe_load((run_dir / runlayout.CONFIG).read_text())
-    except (OSError, ValueError, yaml.YAMLError):
-        config = None
-    return {"run_dir": str(run_dir), "status": runlayout.read_status(run_dir), "config": config,
+    return {"run_dir": str(run_dir), "status": runlayout.read_status(run_dir), "config": read_config(run_dir),
             "provenance": provenance.read(run_dir),
             "tracking": runlayout.read_json_object(run_dir / runlayout.TRACKING)}
 

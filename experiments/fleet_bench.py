@@ -23,7 +23,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from tdmpc_glass import checkpoint, runlayout
@@ -31,14 +30,12 @@ from tdmpc_glass import checkpoint, runlayout
 
 def bench_gathering(cfg, blocks: int, rounds: int, checkpoint_mb: float, interval_s: float = 0.5) -> dict:
     import jax
-    import jax.numpy as jnp
     import numpy as np
     import ray
 
     from experiments import fleet
     from experiments.shipper import Shipper
     from tdmpc_glass.train import Trainer
-    from tdmpc_glass.trainlog import TrainLogWindow
 
     rel = "bench/default/seed1"
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,13 +47,11 @@ def bench_gathering(cfg, blocks: int, rounds: int, checkpoint_mb: float, interva
             gatherer = fleet.start_gatherer(gathered, {"PYTHONPATH": os.environ.get("PYTHONPATH", "")})
             transport = fleet.RayTransport(gatherer)
             epoch = transport.acquire([rel], "bench", {"job": "bench", "node": "here", "pid": os.getpid()})
-            loop, _ = trainer.restore_or_init()
-            loop = replace(loop, prev_mean=jnp.zeros((1, trainer.E, cfg.horizon, trainer.act_dim)))
-            window = TrainLogWindow(0, cfg.train.log_freq)
+            loop = trainer.restore_or_init()
             ticks, d = trainer.d.steps_per_env_per_round, trainer.d
-            warm = -(-d.expl_until_env_steps // (ticks * trainer.env_steps_per_tick)) + 3
+            warm = -(-d.expl_until_env_steps // (ticks * trainer.schedule.env_steps_per_tick)) + 3
             for _ in range(warm):
-                loop = trainer.advance(loop, window)
+                loop = trainer.advance(loop)
             jax.block_until_ready(loop.states)
             synthetic = np.random.default_rng(0).bytes(int(checkpoint_mb * 1e6)) if checkpoint_mb else b""
             shipper = Shipper(transport, scratch, [run_dir], epoch, interval_s=interval_s)
@@ -80,7 +75,7 @@ def bench_gathering(cfg, blocks: int, rounds: int, checkpoint_mb: float, interva
                     shipper.start()
                 t0 = time.perf_counter()
                 for _ in range(rounds):
-                    loop = trainer.advance(loop, window)
+                    loop = trainer.advance(loop)
                 jax.block_until_ready(loop.states)
                 ms["on" if on else "off"].append(1e3 * (time.perf_counter() - t0) / (rounds * ticks))
                 if on:

@@ -305,7 +305,7 @@ def check_update(cfg, state, inp, upd, key) -> list[Line]:
         check("td.q_min2", q_min2, upd["td.q_min2"][..., 0], "value")
         check("td.target", reward[..., 0] + h.discount * q_min2, upd["td.target"][..., 0], "value")
         (_, (latents, _)), world_grads = eqx.filter_value_and_grad(agent.world_loss, has_aux=True)(
-            world, policy, state.target_qs, batch, key, h, None, replays["world_loss"])
+            world, policy, state.target_qs, batch, key, h, agent.NO_COEFS, replays["world_loss"])
         check("model.z0", latents[0], upd["model.z0"], "latent")
         check("model.zs", latents, upd["model.zs"], "latent")
         check("model.q_logits", world.q_logits(latents[:-1], action, dropout_key=key, draws=parts),
@@ -331,7 +331,7 @@ def check_update(cfg, state, inp, upd, key) -> list[Line]:
 
         # gradients: the model loss's (before clipping), the policy loss's on the rolled-out latents
         _, pi_grads = eqx.filter_value_and_grad(agent.policy_loss, has_aux=True)(
-            policy, new.world, zs, state.q_scale, key, h, None, replays["policy_loss"])
+            policy, new.world, zs, state.q_scale, key, h, agent.NO_COEFS, replays["policy_loss"])
         grads = official.named_arrays(world_grads, pi_grads, world_grads.qs)
         for name in sorted(k for k in upd if k.startswith("grad.")):
             check(name, grads[name[len("grad."):]], upd[name], "grad")

@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from tdmpc_glass.config import Config, ConfigError, build_config, derive, flatten, to_dict
-from tdmpc_glass.runlayout import DEFAULT_VARIANT  # a phase without variants runs as this one
+from tdmpc_glass.runlayout import DEFAULT_VARIANT, count_text  # a phase without variants runs as this one
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES_DIR = ROOT / "phases"
@@ -374,10 +374,7 @@ def intrinsic_bonus_max(cfg: Config) -> float | None:
 
 def short_count(n: float) -> str:
     """8000000 -> '8M', 50000 -> '50k', 3250000 -> '3.25M', 0.125 -> '0.125'."""
-    for suffix, size in (("M", 1e6), ("k", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:g}{suffix}"
-    return f"{n:g}"
+    return count_text(n)
 
 
 def all_phase_files(phases_dir: Path = PHASES_DIR) -> list[Path]:

@@ -106,10 +106,9 @@ def enable_compilation_cache() -> None:
     """Before training starts JAX: choose_platform(), then reuse compiled XLA programs across runs of the same
     shapes (minutes of compilation on a CPU)."""
     choose_platform()
-    import jax
+    from tdmpc_glass.provenance import use_compilation_cache
 
-    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(Path.home() / ".cache" / "tdmpc-glass" / "jax")
-    jax.config.update("jax_compilation_cache_dir", cache)
+    use_compilation_cache()
 
 
 _CUDA_PLUGIN = re.compile(r"^jax[-_]cuda\d+[-_](pjrt|plugin)$")

@@ -179,12 +179,14 @@ class Shipper:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._delay()):
-            self._try_scan()
+            self.try_scan()
 
     def _delay(self) -> float:
         return min(self.interval_s * 2 ** min(self.failures, 5), 30.0)  # back off while sends fail
 
-    def _try_scan(self) -> bool:
+    def try_scan(self) -> bool:
+        """One scan as the shipping thread runs it: a failure is counted (failures, last_error) rather than
+        raised, a stale epoch fences the shipper; True when everything is shipped."""
         if self.fenced:
             return False
         try:
@@ -221,7 +223,7 @@ class Shipper:
             self._thread.join()
         deadline = time.monotonic() + timeout_s
         while not self.fenced:
-            if self._try_scan():
+            if self.try_scan():
                 return True
             if time.monotonic() > deadline:
                 break

@@ -6,6 +6,8 @@ the training loop owns, which makes every draw reproducible after a resume.
 """
 from __future__ import annotations
 
+import collections
+import dataclasses
 from typing import NamedTuple, Optional
 
 import equinox as eqx
@@ -16,7 +18,7 @@ import optax
 from . import buffer as replay
 from . import glass as glass_lib
 from . import schedules
-from .config import Config, derive
+from .config import Config, OptimConfig, derive
 from .draws import SAMPLE, Sample
 from .nn import MLP
 from .world_model import Policy, WorldModel, make_networks
@@ -40,27 +42,33 @@ class AgentState(eqx.Module):
     key: jax.Array  # (2,) uint32 base key of this seed
 
 
-class Hyper(NamedTuple):
-    """Static numbers the update needs (hashable)."""
+OPTIM_FIELDS = tuple(f.name for f in dataclasses.fields(OptimConfig))  # the optimiser schema: config.OptimConfig
 
-    horizon: int
-    batch_size: int
-    rho: float
-    discount: float
-    consistency_coef: float
-    reward_coef: float
-    value_coef: float
-    entropy_coef: float
-    tau: float
-    q_scale_tau: float
-    enc_lr_scale: float
-    glass: Optional[glass_lib.GlassLossConfig] = None  # None: no Glass term in the loss
+
+class Hyper(collections.namedtuple("Hyper", ("horizon", "discount", *OPTIM_FIELDS, "glass"), defaults=(None,))):
+    """Static numbers the update needs (hashable): the horizon, the discount, every optim.* key by its name
+    (config.OptimConfig is the one schema: a key added there is here), and the Glass settings (None: no Glass
+    term in the loss)."""
+
+    __slots__ = ()
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Hyper":
-        o = cfg.optim
-        return cls(cfg.horizon, o.batch_size, o.rho, derive(cfg).discount, o.consistency_coef, o.reward_coef,
-                   o.value_coef, o.entropy_coef, o.tau, o.q_scale_tau, o.enc_lr_scale, glass_settings(cfg))
+        return cls(horizon=cfg.horizon, discount=derive(cfg).discount, glass=glass_settings(cfg),
+                   **dataclasses.asdict(cfg.optim))
+
+
+class Coefs(NamedTuple):
+    """A round's scheduled coefficients, traced (their values change every round without recompiling); a
+    coefficient off for the whole run is None, and its term is not in the graph. They travel as this one value
+    from rounds.plan_round to the losses: a new per-round coefficient is one more field here, set in plan_round
+    and read by the loss that uses it."""
+
+    intrinsic: Optional[jax.Array] = None  # () float32, Glass's intrinsic reward (phases P, Pa): world_loss
+    smooth: Optional[jax.Array] = None  # () float32, latent action smoothing (schedule.action_smooth_*): policy_loss
+
+
+NO_COEFS = Coefs()
 
 
 def glass_settings(cfg: Config) -> Optional[glass_lib.GlassLossConfig]:
@@ -116,14 +124,15 @@ def _rho_weights(n: int, rho: float):
 
 
 def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.Batch, key, h: Hyper,
-               intrinsic_coef=None, draws: Sample = SAMPLE):
+               coefs: Coefs = NO_COEFS, draws: Sample = SAMPLE):
     """TD-MPC2's model loss. batch.obs (H+1, B, obs_dim). Returns (loss, (latents (H+1, B, d), terms)).
 
-    intrinsic_coef: traced scalar, used only when h.glass.intrinsic (phases P / Pa): the reward targets of this
-    update (reward loss AND TD targets, so the planner's predicted rewards and its terminal Q stay one objective)
-    become r + intrinsic_coef * H(c(z_{t+1}) @ S), one bonus per decision (the research log's "max bonus ~210" =
-    0.1 ln 8 x 1000 decisions of an episode at its clock), with z_{t+1} the stop-gradient online latent of the
-    stored o_{t+1}. Computed here from the current Glass parameters, never written into the buffer.
+    coefs.intrinsic (intrinsic_coef below): traced scalar, used only when h.glass.intrinsic (phases P / Pa): the
+    reward targets of this update (reward loss AND TD targets, so the planner's predicted rewards and its
+    terminal Q stay one objective) become r + intrinsic_coef * H(c(z_{t+1}) @ S), one bonus per decision (the
+    research log's "max bonus ~210" = 0.1 ln 8 x 1000 decisions of an episode at its clock), with z_{t+1} the
+    stop-gradient online latent of the stored o_{t+1}. Computed here from the current Glass parameters, never
+    written into the buffer.
     draws: where the random numbers come from (draws.py; default: jax.random from `key`).
     """
     k_target_pi, k_target_q, k_dropout = jax.random.split(key, 3)
@@ -133,6 +142,7 @@ def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.
     next_z = jax.lax.stop_gradient(world.encode(batch.obs[1:]))
     reward, intrinsic_terms = batch.reward, {}
     if h.glass is not None and h.glass.intrinsic and world.glass is not None:
+        intrinsic_coef = coefs.intrinsic
         if intrinsic_coef is None:
             raise ValueError("world_loss: glass.intrinsic_coef > 0 needs the round's intrinsic_coef "
                              "(agent.intrinsic_coefficient(cfg, env_step))")
@@ -180,11 +190,11 @@ def world_loss(world: WorldModel, policy: Policy, target_qs: MLP, batch: replay.
     return total, (latents, terms)
 
 
-def policy_loss(policy: Policy, world: WorldModel, latents, q_scale, key, h: Hyper, smooth_coef=None,
+def policy_loss(policy: Policy, world: WorldModel, latents, q_scale, key, h: Hyper, coefs: Coefs = NO_COEFS,
                 draws: Sample = SAMPLE):
     """Policy loss on detached latents (H+1, B, d) with the Q heads frozen. Returns (loss, (new q_scale, terms)).
 
-    smooth_coef: None, or a traced scalar c adding c * schedules.action_smooth_loss of the mean actions along
+    coefs.smooth: None, or a traced scalar c adding c * schedules.action_smooth_loss of the mean actions along
     the latents (latent action smoothing, schedule.action_smooth_*)."""
     k_pi, k_q, k_dropout = jax.random.split(key, 3)
     frozen = jax.lax.stop_gradient(world)
@@ -194,6 +204,7 @@ def policy_loss(policy: Policy, world: WorldModel, latents, q_scale, key, h: Hyp
     new_scale = q_scale + h.q_scale_tau * (jnp.maximum(1.0, p95 - p5) - q_scale)
     per_step = -(h.entropy_coef * scaled_entropy + q / jax.lax.stop_gradient(new_scale)).mean(1)
     loss, terms = (per_step * _rho_weights(latents.shape[0], h.rho)).mean(), {}
+    smooth_coef = coefs.smooth
     if smooth_coef is not None:
         smooth = schedules.action_smooth_loss(mean_action)
         loss = loss + smooth_coef * smooth
@@ -201,14 +212,14 @@ def policy_loss(policy: Policy, world: WorldModel, latents, q_scale, key, h: Hyp
     return loss, (new_scale, terms)
 
 
-def update(state: AgentState, batch: replay.Batch, key, h: Hyper, world_tx, policy_tx, intrinsic_coef=None,
-           smooth_coef=None, draws: Sample = SAMPLE):
+def update(state: AgentState, batch: replay.Batch, key, h: Hyper, world_tx, policy_tx, coefs: Coefs = NO_COEFS,
+           draws: Sample = SAMPLE):
     """One TD-MPC2 update: model step, policy step, Polyak target. Returns (state, metrics dict of scalars).
-    intrinsic_coef: see world_loss (None unless Glass's intrinsic reward is on); smooth_coef: see policy_loss;
+    coefs: the round's scheduled coefficients (Coefs; see world_loss and policy_loss);
     draws: the random source of both losses (draws.py)."""
     k_world, k_policy = jax.random.split(key)
     (_, (latents, terms)), grads = eqx.filter_value_and_grad(world_loss, has_aux=True)(
-        state.world, state.policy, state.target_qs, batch, k_world, h, intrinsic_coef, draws)
+        state.world, state.policy, state.target_qs, batch, k_world, h, coefs, draws)
     updates, world_opt = world_tx.update(grads, state.world_opt, eqx.filter(state.world, eqx.is_array))
     # Encoder learning-rate scale: Adam's step is linear in lr, so scaling its update equals a smaller lr.
     updates = eqx.tree_at(lambda u: u.encoder, updates,
@@ -216,7 +227,7 @@ def update(state: AgentState, batch: replay.Batch, key, h: Hyper, world_tx, poli
     world = eqx.apply_updates(state.world, updates)
 
     (pi_loss, (q_scale, pi_terms)), pi_grads = eqx.filter_value_and_grad(policy_loss, has_aux=True)(
-        state.policy, world, jax.lax.stop_gradient(latents), state.q_scale, k_policy, h, smooth_coef, draws)
+        state.policy, world, jax.lax.stop_gradient(latents), state.q_scale, k_policy, h, coefs, draws)
     pi_updates, policy_opt = policy_tx.update(pi_grads, state.policy_opt, eqx.filter(state.policy, eqx.is_array))
     policy = eqx.apply_updates(state.policy, pi_updates)
 
@@ -250,17 +261,16 @@ def params_finite(state: AgentState):
 
 
 def run_updates(state: AgentState, first_update, num_updates: int, h: Hyper, world_tx, policy_tx,
-                intrinsic_coef=None, smooth_coef=None):
+                coefs: Coefs = NO_COEFS):
     """`num_updates` updates in one lax.scan; metrics are means over them (NaN if any update was NaN).
-    intrinsic_coef, smooth_coef: traced scalars or None (see world_loss, policy_loss); the same for every
-    update of the round."""
+    coefs: the round's scheduled coefficients (Coefs), the same for every update of the round."""
     def body(state, update_index):
         key = stream(state.key, UPDATE, update_index)
         k_sample, k_update = jax.random.split(key)
         batch = replay.sample(state.buffer, k_sample, h.batch_size, h.horizon)
         if h.glass is not None:
             batch = glass_batch(state.buffer, batch, k_sample, h)
-        return update(state, batch, k_update, h, world_tx, policy_tx, intrinsic_coef, smooth_coef)
+        return update(state, batch, k_update, h, world_tx, policy_tx, coefs)
 
     state, metrics = jax.lax.scan(body, state, first_update + jnp.arange(num_updates))
     metrics = jax.tree.map(lambda m: m.mean(), metrics)

@@ -16,9 +16,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import runlayout
+from . import runlayout, seams
 
-PREFIX, SUFFIX = "step_", ".npz"
+PREFIX, SUFFIX = runlayout.CHECKPOINT_PREFIX, runlayout.CHECKPOINT_SUFFIX
 TMP_SUFFIX = ".tmp"
 
 
@@ -31,14 +31,14 @@ class DamagedCheckpointError(CheckpointError):
 
 
 def path_for(ckpt_dir: Path, env_step: int) -> Path:
-    return Path(ckpt_dir) / f"{PREFIX}{env_step:010d}{SUFFIX}"
+    return Path(ckpt_dir) / runlayout.checkpoint_name(env_step)
 
 
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
         return []
-    return sorted(p for p in ckpt_dir.glob(f"{PREFIX}*{SUFFIX}") if p.stem[len(PREFIX):].isdigit())
+    return sorted(p for p in ckpt_dir.glob(f"{PREFIX}*{SUFFIX}") if runlayout.checkpoint_step(p) is not None)
 
 
 def save(ckpt_dir: Path, env_step: int, state_leaves: list[np.ndarray], meta: dict, keep: int = 2) -> Path:
@@ -49,10 +49,11 @@ def save(ckpt_dir: Path, env_step: int, state_leaves: list[np.ndarray], meta: di
     try:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+            seams.write("checkpoint_savez", np.savez, f,
+                        __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, final)
+        seams.write("checkpoint_rename", os.replace, tmp, final)
     except BaseException as e:  # nothing half-written stays; the older checkpoints are untouched
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):

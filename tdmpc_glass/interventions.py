@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import agent, schedules
+from . import agent, runlayout, schedules
 from .config import Config
 from .world_model import make_networks
 
@@ -120,7 +120,7 @@ class BasinCheck:
                     previous_seed=view.run_seeds[i], new_seed=new_seed,
                     message=f"{value:g} active prototypes < {s.restart_min_active}: restarting from scratch "
                             f"with seed {new_seed} (attempt {attempt} of at most {s.restart_max})"),
-                    leave={"status": "restarting", "attempt": attempt}))
+                    leave={"status": runlayout.RESTARTING, "attempt": attempt}))
             else:
                 why = ("no active_prototypes in train.csv yet" if value is None else
                        "enough active prototypes" if value >= s.restart_min_active else "no restarts left")

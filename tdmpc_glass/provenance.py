@@ -30,6 +30,15 @@ PACKAGES = ("jax", "jaxlib", "equinox", "optax", "mujoco", "dm-control", "numpy"
 REPO = Path(__file__).resolve().parents[1]
 
 
+def use_compilation_cache() -> None:
+    """Reuse compiled XLA programs across processes of the same shapes (minutes of compilation on a CPU): in
+    $JAX_COMPILATION_CACHE_DIR, else ~/.cache/tdmpc-glass/jax. The launcher and the video tools both call it."""
+    import jax
+
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(Path.home() / ".cache" / "tdmpc-glass" / "jax")
+    jax.config.update("jax_compilation_cache_dir", cache)
+
+
 def apply_runtime(cfg) -> Optional[str]:
     """Put --xla_gpu_deterministic_ops=true in XLA_FLAGS when cfg.runtime.deterministic_ops asks for it; a
     one-line warning (returned, not printed) when JAX's backend started before and the flag cannot act."""

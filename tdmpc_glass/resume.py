@@ -18,19 +18,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import checkpoint, runlayout
+from . import checkpoint, runlayout, seams
 from .config import Config, to_dict
 from .rounds import Counters
 
 
 def config_fingerprint(cfg: Config) -> str:
-    """Everything that must match to resume a checkpoint (train.steps may grow to extend a run; the keys
-    runlayout.EXTENDABLE_KEYS names change no result, so they are left out and may be flipped on resume)."""
+    """Everything that must match to resume a checkpoint: the config less the keys a resume may change
+    (runlayout.extendable, the one rule launcher, trainer and videos share). train.steps stays as 0, as
+    checkpoints have always recorded it."""
     tree = to_dict(replace(cfg, train=replace(cfg.train, steps=0)))
-    tree["train"].pop("video_at_eval", None)
-    tree.pop("tracking", None)
-    tree.pop("runtime", None)  # runtime.deterministic_ops: its only key, recorded in provenance.jsonl
-    return json.dumps(tree, sort_keys=True)
+    return json.dumps(_without_extendable(tree), sort_keys=True)
+
+
+def _without_extendable(tree: dict, prefix: str = "") -> dict:
+    """`tree` less its extendable keys (train.steps kept); a section left empty by that goes too."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            kept = _without_extendable(value, name + ".")
+            if kept:
+                out[key] = kept
+        elif name == "train.steps" or not runlayout.extendable(name):
+            out[key] = value
+    return out
 
 
 def save(states, ckpt_dirs: list[Path], active, seeds, env_step: int, counters: Counters,
@@ -43,6 +55,7 @@ def save(states, ckpt_dirs: list[Path], active, seeds, env_step: int, counters: 
             meta = {"seed": seed, "env_step": env_step, "counters": counters._asdict(), "fingerprint": fingerprint,
                     "schedule": schedule_states[i]}
             checkpoint.save(ckpt_dir, env_step, [x[i] for x in leaves], meta)
+            seams.notify("checkpoint_saved")
 
 
 def warn_on_stderr(seed_index: int, message: str) -> None:
@@ -62,7 +75,7 @@ def restore(template, ckpt_dirs: list[Path], seeds, attempts, cfg: Config,
     checkpoint.CheckpointError (one line) when no common step exists otherwise, and for a checkpoint of another
     config, seed or restart attempt (never passed over: those are not damage but a wrong run dir)."""
     warn = on_warning or warn_on_stderr
-    found = [{_step_of(p): p for p in checkpoint.list_checkpoints(d)} for d in ckpt_dirs]
+    found = [{runlayout.checkpoint_step(p): p for p in checkpoint.list_checkpoints(d)} for d in ckpt_dirs]
     if not any(found):
         for i, d in enumerate(ckpt_dirs):
             recorded = runlayout.read_status(Path(d).parent).get("env_step")
@@ -103,10 +116,6 @@ def restore(template, ckpt_dirs: list[Path], seeds, attempts, cfg: Config,
                                      "run them in separate batches")
 
 
-def _step_of(path: Path) -> int:
-    return int(path.stem[len(checkpoint.PREFIX):])
-
-
 def fingerprint_difference(old: str, new: str) -> Optional[str]:
     """The first config key on which a checkpoint's fingerprint `old` and this run's `new` differ, described;
     None when they match. A key the schema gained after the checkpoint was written matches while it holds
@@ -120,6 +129,8 @@ def fingerprint_difference(old: str, new: str) -> Optional[str]:
     new_flat = runlayout.flatten(json.loads(new))
     defaults = runlayout.flatten(json.loads(config_fingerprint(Config())))
     for key in list(new_flat) + [k for k in old_flat if k not in new_flat]:
+        if runlayout.extendable(key):
+            continue
         if key not in old_flat and key in defaults and new_flat.get(key) == defaults[key]:
             continue
         if old_flat.get(key, "(absent)") != new_flat.get(key, "(absent)"):

@@ -4,13 +4,14 @@ due, plan the next actions.
 What changes from call to call reaches it in two values:
 - `RoundPlan` (static, hashable): how many updates, whether Glass trains, whether k-means seeds the prototypes,
   whether to plan. Each distinct plan is one compiled variant (a handful per run).
-- `RoundInputs` (traced): the first update's index and the scheduled coefficients. Their values change every
-  round without recompiling; a coefficient that is off for the whole run is None (no term in the graph).
-A new per-round schedule is one more RoundInputs field, computed in `plan_round` and read by the update.
+- `RoundInputs` (traced): the first update's index and the scheduled coefficients (agent.Coefs). Their values
+  change every round without recompiling; a coefficient that is off for the whole run is None (no term in the
+  graph). A new per-round coefficient is one more agent.Coefs field, computed in `plan_round` and read by the
+  loss that uses it: the coefficients travel as one value down to the losses.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -33,8 +34,7 @@ class RoundPlan(NamedTuple):
 
 class RoundInputs(NamedTuple):
     first_update: jax.Array  # () int32: index of the round's first update (its key stream)
-    intrinsic_coef: Optional[jax.Array] = None  # () float32, Glass's intrinsic reward (phases P, Pa)
-    smooth_coef: Optional[jax.Array] = None  # () float32, latent action smoothing (schedule.action_smooth_*)
+    coefs: agent.Coefs = agent.NO_COEFS  # the round's scheduled coefficients, down to the losses
 
 
 class Counters(NamedTuple):
@@ -67,9 +67,9 @@ def plan_round(cfg: Config, d: Derived, env_step: int, counters: Counters) -> tu
                      glass_on=g.enabled and not (g.off_after is not None and env_step >= g.off_after),
                      kmeans=burst and g.enabled and g.kmeans_init)
     intrinsic = agent.intrinsic_coefficient(cfg, env_step)
-    inputs = RoundInputs(first_update=np.int32(counters.updates),
-                         intrinsic_coef=None if intrinsic is None else np.float32(intrinsic),
-                         smooth_coef=schedules.action_smooth_coef(cfg.schedule, env_step))
+    coefs = agent.Coefs(intrinsic=None if intrinsic is None else np.float32(intrinsic),
+                        smooth=schedules.action_smooth_coef(cfg.schedule, env_step))
+    inputs = RoundInputs(first_update=np.int32(counters.updates), coefs=coefs)
     return plan, inputs
 
 
@@ -106,7 +106,7 @@ def make_step(hyper: agent.Hyper, world_tx, policy_tx, settings: PlanSettings, u
 
             def run(state):
                 return agent.run_updates(state, inputs.first_update, plan.num_updates, h, world_tx, policy_tx,
-                                         inputs.intrinsic_coef, inputs.smooth_coef)
+                                         inputs.coefs)
 
             states, metrics = jax.vmap(run)(states)
             ok = metrics.pop("params_finite")

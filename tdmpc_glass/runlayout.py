@@ -52,6 +52,17 @@ RUN_FILES = (CONFIG, EVAL, TRAIN, STATUS, EVENTS)  # the plain files of a run, i
 # what a basin restart archives (config, events and provenance stay); an attempt's exports go with it
 ATTEMPT_FILES = (EVAL, TRAIN, CHECKPOINTS, VIDEOS, TRACKING, TENSORBOARD, WANDB)
 
+# checkpoints/step_<env_step, 10 digits>.npz (checkpoint.py writes them; resume and videos pick them by step)
+CHECKPOINT_PREFIX, CHECKPOINT_SUFFIX = "step_", ".npz"
+
+# eval.csv's columns (a fixed set), the metrics among them and the scores curves plot; train.csv has no fixed
+# set: its header is the first row's keys, widened by any later row that brings a new one (runlog.CsvLog)
+EVAL_COLUMNS = ("env_step", "agent_step", "mppi_return", "mppi_return_std", "pi_return", "pi_return_std",
+                "episodes", "wall_time_s")
+EVAL_METRICS = ("mppi_return", "mppi_return_std", "pi_return", "pi_return_std")
+RETURN_METRICS = ("mppi_return", "pi_return")  # MPPI score, pi score
+TRAIN_COMMON_COLUMNS = ("env_step", "agent_step", "update", "wall_time_s")  # a train.csv row's first columns
+
 # status.json "status" values
 RUNNING, DONE, FAILED, INTERRUPTED, RESTARTING = "running", "done", "failed", "interrupted", "restarting"
 
@@ -93,6 +104,41 @@ def eval_video_step(stem: str) -> Optional[int]:
     """env_step of an evaluation video's stem (eval_video_stem), None for any other stem."""
     match = _EVAL_VIDEO.match(stem)
     return int(match.group(1)) if match else None
+
+
+def checkpoint_name(env_step: int) -> str:
+    """The file name of a seed's checkpoint at env_step (in <run>/checkpoints/)."""
+    return f"{CHECKPOINT_PREFIX}{env_step:010d}{CHECKPOINT_SUFFIX}"
+
+
+def checkpoint_step(path: Path) -> Optional[int]:
+    """env_step of a checkpoint file (checkpoint_name), None for any other name."""
+    name = Path(path).name
+    if not (name.startswith(CHECKPOINT_PREFIX) and name.endswith(CHECKPOINT_SUFFIX)):
+        return None
+    digits = name[len(CHECKPOINT_PREFIX):-len(CHECKPOINT_SUFFIX)]
+    return int(digits) if digits.isdigit() else None
+
+
+def best_mppi(values: Iterable) -> Optional[tuple[int, float]]:
+    """(index, value) of the best MPPI score ("best MPPI": the max over a run's evals) among `values`, the
+    earliest on ties; values that are None or not finite are passed over; None when none is left."""
+    best = None
+    for i, value in enumerate(values):
+        if value is None or value != value or value in (float("inf"), float("-inf")):
+            continue
+        if best is None or value > best[1]:
+            best = (i, float(value))
+    return best
+
+
+def count_text(n: float, spec: str = "g", small_spec: Optional[str] = None) -> str:
+    """A step count for people: 8000000 -> '8M', 50000 -> '50k', 3250000 -> '3.25M' (`spec` formats the
+    number before the suffix; `small_spec`, default `spec`, a count under 1000)."""
+    for suffix, size in (("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:{spec}}{suffix}"
+    return f"{n:{small_spec or spec}}"
 
 
 def extendable(key: str, ignore: Iterable[str] = EXTENDABLE_KEYS) -> bool:
@@ -257,6 +303,11 @@ class RunLock:
         self.command = command
         self.taken_over: list[tuple[Path, dict]] = []
         self._held: list[Path] = []
+
+    @classmethod
+    def held_here(cls) -> list[str]:
+        """The resolved run dirs this process holds locks on (for tests and messages)."""
+        return sorted(cls._held_here)
 
     def __enter__(self) -> RunLock:
         self.acquire()

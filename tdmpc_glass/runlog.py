@@ -1,6 +1,8 @@
 """Writers for one run directory (its layout: runlayout): the eval and train CSVs, the event log, the status.
 
-CSV files are the record: append-only, one flushed row at a time, header written once. On resume, rows past
+CSV files are the record: append-only, one flushed row at a time. A train.csv row with a column the file lacks
+(a metric added to the code since the run started) widens the header: the file is rewritten atomically with the
+wider header, its older rows empty in the new columns. On resume, rows past
 the checkpoint's env_step and a partial last row are cut so no row is lost or duplicated; events.jsonl's
 partial last line is cut before the first new event. A write that fails leaves the file as it was before it
 (a full disk raises runlayout.DiskFullError, one line naming the file). A run's status is read with
@@ -10,15 +12,15 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 import math
 import os
 from pathlib import Path
 
-from . import runlayout
+from . import runlayout, seams
 
-EVAL_COLUMNS = ["env_step", "agent_step", "mppi_return", "mppi_return_std", "pi_return", "pi_return_std",
-                "episodes", "wall_time_s"]
+EVAL_COLUMNS = list(runlayout.EVAL_COLUMNS)
 
 
 def now_iso() -> str:
@@ -32,8 +34,11 @@ def _clean(value):
 
 
 class CsvLog:
+    """One CSV file. `columns`: a fixed column set (eval.csv), or None: the file's own header, widened by any row
+    that brings a new column (train.csv)."""
+
     def __init__(self, path: Path, columns: list[str] | None = None):
-        self.path, self.columns = path, columns
+        self.path, self.columns, self.fixed = path, columns, columns is not None
 
     def append(self, row: dict) -> None:
         """One row, flushed. A failed write (a full disk: runlayout.DiskFullError) cuts the file back to what it
@@ -41,11 +46,34 @@ class CsvLog:
         new = not self.path.exists() or self.path.stat().st_size == 0
         if self.columns is None:
             self.columns = self._existing_header() or list(row)
+        added = [] if self.fixed else [k for k in row if k not in self.columns]
+        if added and not new:
+            self._widen(added)
+        elif added:
+            self.columns = self.columns + added
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow({k: _format(row.get(k)) for k in self.columns})
         with append_or_undo(self.path) as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: _format(row.get(k)) for k in self.columns})
+            seams.write("csv_row", _write, f, text.getvalue())
+
+    def _widen(self, added: list[str]) -> None:
+        """Rewrite the file atomically with `added` columns at the end of its header, its rows empty in them."""
+        with open(self.path, newline="", encoding="utf-8") as f:
+            lines = f.read().splitlines(keepends=True)
+        columns = self.columns + added
+        header = io.StringIO()
+        csv.writer(header).writerow(columns)
+        body = []
+        for line in lines[1:]:
+            if not line.endswith("\n"):
+                break  # a killed writer's partial row (append_or_undo leaves none of ours)
+            end = len(line) - len(line.rstrip("\r\n"))
+            body.append(line[:-end] + "," * len(added) + line[-end:])
+        runlayout.write_atomic(self.path, header.getvalue() + "".join(body))
+        self.columns = columns
 
     def _existing_header(self):
         if self.path.exists() and self.path.stat().st_size:
@@ -87,6 +115,10 @@ class CsvLog:
                 kept.append(line)
         runlayout.write_atomic(self.path, header + "".join(kept))
         return len(kept)
+
+
+def _write(f, text: str) -> None:
+    f.write(text)
 
 
 class append_or_undo:
@@ -210,4 +242,5 @@ class RunLog:
                 except ValueError:
                     continue
         values = [v for v in values if math.isfinite(v)]
-        return (values[-1], max(values)) if values else (None, None)
+        best = runlayout.best_mppi(values)
+        return (values[-1], best[1]) if best else (None, None)

@@ -1,5 +1,10 @@
-"""The training loop over a batch of seeds: S seeds x E envs in one process, one jitted call per decision and
-one per round of updates, evaluation, logging, checkpoint/resume and signal handling.
+"""The training loop over a batch of seeds: S seeds x E envs in one process, one jitted call per agent step
+(it adds the step's rows, runs the updates due at a round's end and plans the next actions), evaluation,
+logging, checkpoint/resume and signal handling.
+
+Everything the loop carries is one value, `Loop`: a checkpoint saves it and `restore_or_init` returns it
+whole; the host driver is `while not loop.done: loop = trainer.step(loop, stop)`, and what is due at an env
+step (updates, evaluation, a train.csv row, a checkpoint, the end) is asked of one `LoopSchedule`.
 
 Schedule, in ENV steps per seed (agent steps x action_repeat x envs of the seed):
   a round = `collect_steps` agent steps over the seed's envs, then K_UPDATE updates in one lax.scan;
@@ -31,13 +36,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from . import acting, agent, provenance, resume, rounds, runlayout
+from . import acting, agent, provenance, resume, rounds, runlayout, seams
 from .basin import train_with_restarts
 from .config import Config, derive
 from .envs import EnvPool
 from .envs.training import EVAL_STREAM, StepContext, episode_seeds, eval_observation, pool_measure, training_env
 from .flatstate import FlatState, as_tree
 from .interventions import RoundView
+from .loopschedule import LoopSchedule
 from .interventions import from_config as scheduled_interventions
 from .multitask import model_obs_dim, tasks_of
 from .planner import PlanSettings
@@ -79,18 +85,26 @@ def explore_actions(run_seeds, tick: int, num_envs: int, act_dim: int) -> np.nda
 
 
 @dataclass
-class LoopState:
-    """Everything the loop carries from one round to the next."""
+class Loop:
+    """Everything the loop carries from one step of the driver to the next (a checkpoint saves it; a restore
+    returns it whole)."""
 
     states: FlatState  # the batch's stacked AgentState, flat between the jitted calls (flatstate.py)
     counters: Counters
     active: np.ndarray  # (S,) bool: seeds still training in this batch
     left: np.ndarray  # (S,) bool: seeds an intervention took out on purpose (basin restart), not failures
+    prev_mean: jax.Array  # (S, E, H, A) the planner's previous means
+    window: TrainLogWindow  # the train.csv row being gathered
+    next_checkpoint: int  # env step from which the next episode end checkpoints
+    attempts: tuple  # (S,) each seed's basin-restart attempt
+    resumed: bool = False  # restored from a checkpoint (else fresh)
+    start_step: int = 0  # env step this process started (or resumed) at
+    last_row: dict = field(default_factory=dict)  # the latest train.csv row, {column: (S,) values} (basin check)
     obs: Optional[np.ndarray] = None  # (S, E, obs_dim) the envs' current observations
-    prev_mean: Optional[jax.Array] = None  # (S, E, H, A) the planner's previous means
     planned: Optional[jax.Array] = None  # (S, E, A) actions the last call planned for the current tick
     metrics: dict = field(default_factory=dict)  # the last round's update metrics, (S,) device arrays
     ok: Optional[np.ndarray] = None  # (S,) bool: the last round's parameters and metrics finite
+    done: bool = False  # the driver stops: finished, stopped on request, or no seed left
 
 
 class Trainer:
@@ -105,7 +119,7 @@ class Trainer:
                  attempt: int = 0, interventions: Optional[list] = None, fused: bool = True):
         self.cfg, self.d = cfg, derive(cfg)
         self.seeds, self.progress = list(seeds), progress
-        self.attempts = [attempt] * len(self.seeds)
+        self.attempt = attempt
         # the random streams (config.StreamsConfig): init, exploration (reseeded by basin restarts), planner noise
         streams = cfg.streams
         self.init_seeds = [s if streams.init is None else streams.init for s in self.seeds]
@@ -116,7 +130,7 @@ class Trainer:
         self.log = BatchLog(run_dirs)
         t = cfg.train
         self.E, self.L = t.num_envs, t.episode_length
-        self.env_steps_per_tick = t.action_repeat * self.E
+        self.schedule = LoopSchedule.from_config(cfg)
         pool = EnvPool(tasks_of(cfg) if cfg.multitask.tasks else cfg.task, len(seeds) * self.E, t.action_repeat,
                        t.num_workers, measure=pool_measure(cfg))
         self.env = training_env(cfg, self.run_seeds, pool)
@@ -133,6 +147,7 @@ class Trainer:
         self.agent_step = rounds.make_step(agent.Hyper.from_config(cfg), world_tx, policy_tx, settings,
                                            cfg.planner.mpc, on_trace=lambda: self._count("round"))
         self.timings = dict.fromkeys(("env", "device", "act", "eval", "log"), 0.0)  # seconds, for benchmarks
+        self.calls = dict.fromkeys(("step", "act"), 0)  # jitted calls the training rounds made (tests count them)
 
         def act(states, obs, prev_mean, counter, eval_mode: bool, use_planner: bool, noise_keys=None):
             self._count("act")
@@ -145,68 +160,75 @@ class Trainer:
         self.traces[name] += 1
 
     def env_step(self, counters: Counters) -> int:
-        return counters.tick * self.env_steps_per_tick
+        return self.schedule.env_step(counters.tick)
 
     def state_template(self):
         """The shapes of one seed's AgentState (to load a checkpoint of this config)."""
         return jax.eval_shape(lambda: agent.init_state(self.cfg, self.obs_dim, self.act_dim, 0))
 
     # ---- state: fresh or resumed ---------------------------------------------------------------------------
-    def restore_or_init(self) -> tuple[LoopState, bool]:
-        S = len(self.seeds)
+    def restore_or_init(self) -> Loop:
+        """The loop value to start from: the batch's newest common checkpoint, else a fresh start."""
+        S, attempts = len(self.seeds), (self.attempt,) * len(self.seeds)
         ckpt_dirs, skipped = [d / runlayout.CHECKPOINTS for d in self.log.dirs], []
-        found = resume.restore(self.state_template(), ckpt_dirs, self.seeds, self.attempts, self.cfg,
+        found = resume.restore(self.state_template(), ckpt_dirs, self.seeds, attempts, self.cfg,
                                on_warning=lambda i, message: skipped.append((i, message)))
         if found is None:  # a run killed before its first checkpoint starts over
-            self.log.rewind(-1)
+            last_row = self.log.rewind(-1)
             states, counters = self._init(jnp.asarray(self.init_seeds)), Counters()
         else:
             states, counters, schedule_states = found
             for i, state in enumerate(schedule_states):
                 self.env.load(i, state)
-            self.log.rewind(self.env_step(counters))
+            last_row = self.log.rewind(self.env_step(counters))
+        env_step = self.env_step(counters)
         for i, message in skipped:  # damaged or half-written checkpoints the batch resumed without
             print(f"warning: seed {self.seeds[i]}: {message}", file=sys.stderr)
-            self.log.event(i, self.env_step(counters), "checkpoint_skipped", message=message)
-        return LoopState(FlatState.of(states), counters, np.ones(S, bool), np.zeros(S, bool)), found is not None
+            self.log.event(i, env_step, "checkpoint_skipped", message=message)
+        return Loop(FlatState.of(states), counters, np.ones(S, bool), np.zeros(S, bool),
+                    prev_mean=jnp.zeros((S, self.E, self.cfg.horizon, self.act_dim)),
+                    window=TrainLogWindow(env_step, self.schedule.next_log_row),
+                    next_checkpoint=self.schedule.next_checkpoint(env_step), attempts=attempts,
+                    resumed=found is not None, start_step=env_step, last_row=last_row)
 
-    def save_checkpoints(self, loop: LoopState) -> None:
+    def save_checkpoints(self, loop: Loop) -> None:
         clock = time.perf_counter()
         ckpt_dirs = [d / runlayout.CHECKPOINTS for d in self.log.dirs]
         schedule = [{"attempt": a, "run_seed": r, **self.env.state(i)}
-                    for i, (a, r) in enumerate(zip(self.attempts, self.run_seeds))]
+                    for i, (a, r) in enumerate(zip(loop.attempts, self.run_seeds))]
         resume.save(loop.states.tree(), ckpt_dirs, loop.active, self.seeds, self.env_step(loop.counters),
                     loop.counters, schedule, self.cfg)
         self.timings["log"] += time.perf_counter() - clock
 
     # ---- one round -----------------------------------------------------------------------------------------
-    def collect_and_update(self, loop: LoopState) -> LoopState:
+    def collect_and_update(self, loop: Loop) -> Loop:
         """One round: per tick, one env step of every env of every seed and one jitted call that adds the
         tick's rows, runs the updates due at the round's end and plans the next tick's actions.
 
         With train.overlap_updates the round's updates are a call of their own, dispatched just before the
         round's last env step so that they run while the envs step; that tick's call then adds rows and plans."""
-        cfg, d, L, t = self.cfg, self.d, self.L, self.timings
+        cfg, d, L, t, schedule = self.cfg, self.d, self.L, self.timings, self.schedule
         counters, obs, prev_mean, planned = loop.counters, loop.obs, loop.prev_mean, loop.planned
         states, ticks = loop.states, d.steps_per_env_per_round
         ok, metrics, round_updates = None, {}, 0
         for i in range(ticks):
             tick, env_step = counters.tick, self.env_step(counters)
-            next_step = env_step + self.env_steps_per_tick
+            next_step = schedule.env_step(tick + 1)
             rows = []
-            if tick % L == 0:  # every env of every seed starts a new episode together
+            if schedule.episode_start(tick):  # every env of every seed starts a new episode together
                 clock = time.perf_counter()
                 obs = self.env.reset(tick // L)
                 t["env"] += time.perf_counter() - clock
                 prev_mean, planned = jnp.zeros_like(prev_mean), None
                 rows.append(self._row(obs, np.zeros((*obs.shape[:2], self.act_dim), np.float32),
                                       np.zeros(obs.shape[:2], np.float32), 0))
-            exploring = env_step < d.expl_until_env_steps
+            exploring = schedule.exploring(env_step)
             if exploring:
                 actions = explore_actions(self.run_seeds, tick, self.E, self.act_dim)
             else:
                 if planned is None:  # an episode's first step, or the states changed after the last call
                     clock = time.perf_counter()
+                    self.calls["act"] += 1
                     planned, prev_mean = self.act(states, jnp.asarray(obs), prev_mean, tick, eval_mode=False,
                                                   use_planner=cfg.planner.mpc, noise_keys=self.noise_keys)
                     planned = np.array(planned)
@@ -218,9 +240,12 @@ class Trainer:
             if i == ticks - 1:  # the updates due at the round's end
                 plan, inputs = rounds.plan_round(cfg, d, next_step, counters)
                 round_updates = plan.num_updates
+                if round_updates:
+                    seams.notify("update_round")
             else:
                 plan, inputs = rounds.no_updates(counters)
             if self.overlap and (plan.num_updates or plan.kmeans):  # dispatched now, they run during env.step
+                self.calls["step"] += 1
                 states, _, prev_mean, ok, metrics = self.agent_step(states, None, obs, prev_mean, np.int32(tick),
                                                                     plan=plan, inputs=inputs)
                 plan, inputs = rounds.no_updates(counters)
@@ -233,7 +258,8 @@ class Trainer:
             counters = counters._replace(tick=tick + 1)
 
             clock = time.perf_counter()
-            plan = plan._replace(act=self.fused and next_step >= d.expl_until_env_steps)
+            plan = plan._replace(act=self.fused and not schedule.exploring(next_step))
+            self.calls["step"] += 1
             column = lambda j: np.stack([row[j] for row in rows], axis=1)  # (S, n, E, ...)
             states, planned, prev_mean, step_ok, step_metrics = self.agent_step(
                 states, tuple(column(j) for j in range(4)), obs, prev_mean, np.int32(counters.tick),
@@ -244,7 +270,7 @@ class Trainer:
             t["device"] += time.perf_counter() - clock
 
         counters = counters._replace(updates=counters.updates + round_updates,
-                                     burst_done=counters.burst_done or next_step >= d.expl_until_env_steps)
+                                     burst_done=counters.burst_done or not schedule.exploring(next_step))
         env_metrics = self.env.round_metrics(next_step)
         metrics = {**metrics, **env_metrics} if metrics else {}  # the env wrappers' values join update rounds
         return replace(loop, states=states, counters=counters, obs=obs, prev_mean=prev_mean, planned=planned,
@@ -254,7 +280,7 @@ class Trainer:
     def _row(obs, action, reward, pos: int):
         return obs, action, reward, np.full(obs.shape[:2], pos, np.int32)
 
-    def check_finite(self, loop: LoopState) -> LoopState:
+    def check_finite(self, loop: Loop) -> Loop:
         """A seed whose update metrics or parameters went non-finite is marked failed and leaves the batch."""
         if loop.ok is None or loop.ok[loop.active].all():
             return loop
@@ -272,15 +298,15 @@ class Trainer:
             active[i] = False
         return replace(loop, active=active)
 
-    def intervene(self, loop: LoopState, prev_env_step: int) -> LoopState:
+    def intervene(self, loop: Loop, prev_env_step: int) -> Loop:
         """Run the after-round interventions; log their events; seeds they take out leave the batch."""
         if not self.interventions:
             return loop
         env_step, tree = self.env_step(loop.counters), loop.states.tree()
         active, left, states = loop.active.copy(), loop.left.copy(), tree
         for intervention in self.interventions:
-            view = RoundView(prev_env_step, env_step, active.copy(), self.seeds, self.attempts,
-                                           self.run_seeds, self.log.last_row)
+            view = RoundView(prev_env_step, env_step, active.copy(), self.seeds, list(loop.attempts),
+                             self.run_seeds, loop.last_row)
             states, events = intervention.after_round(states, view)
             for event in events:
                 self.log.event(event.seed_index, env_step, event.name, **event.fields)
@@ -314,6 +340,7 @@ class Trainer:
                     actions, prev_mean = self.act(states, jnp.asarray(self.eval_obs(obs.reshape(S, n, -1))),
                                                   prev_mean, eval_index * self.L + t, eval_mode=True,
                                                   use_planner=use_planner)
+                    seams.notify("eval_env_step")
                     obs, reward = self.eval_pool.step(np.asarray(actions).reshape(S * n, -1))
                     returns += reward
                     bar.update()
@@ -321,7 +348,7 @@ class Trainer:
                 out[f"{name}_return"], out[f"{name}_return_std"] = returns.mean(1), returns.std(1)
         return out
 
-    def log_eval(self, loop: LoopState, stop: Optional[StopRequest] = None) -> LoopState:
+    def log_eval(self, loop: Loop, stop: Optional[StopRequest] = None) -> Loop:
         """Evaluate and write the eval.csv rows; an evaluation stopped half-way writes nothing (last_eval
         stays, so the resumed run evaluates this env step again)."""
         env_step, t, clock = self.env_step(loop.counters), self.cfg.train, time.perf_counter()
@@ -336,75 +363,76 @@ class Trainer:
         self.timings["eval"] += time.perf_counter() - clock
         return replace(loop, counters=loop.counters._replace(last_eval=env_step))
 
-    def write_train_row(self, window: TrainLogWindow, loop: LoopState) -> None:
+    def write_train_row(self, loop: Loop) -> Loop:
+        """Close the train.csv window into a row (when it saw updates) and open the next one."""
         env_step, clock = self.env_step(loop.counters), time.perf_counter()
         common = {"env_step": env_step, "agent_step": loop.counters.tick * self.E,
                   "update": loop.counters.updates, "wall_time_s": time.time() - self.log.started}
-        self.log.train_row(window.flush(env_step), common, loop.active)
+        row = self.log.train_row(loop.window.flush(env_step), common, loop.active)
         self.timings["log"] += time.perf_counter() - clock
+        return loop if row is None else replace(loop, last_row=row)
 
     # ---- the loop ------------------------------------------------------------------------------------------
-    def advance(self, loop: LoopState, window: TrainLogWindow) -> LoopState:
+    def advance(self, loop: Loop) -> Loop:
         """One round and what follows it: the finite check, the train.csv window, the interventions."""
         env_step, updates_before = self.env_step(loop.counters), loop.counters.updates
         loop = self.check_finite(self.collect_and_update(loop))
-        window.add(loop.metrics, loop.counters.updates - updates_before)
-        if window.due(self.env_step(loop.counters)):
-            self.write_train_row(window, loop)
+        loop.window.add(loop.metrics, loop.counters.updates - updates_before)
+        if loop.window.due(self.env_step(loop.counters)):
+            loop = self.write_train_row(loop)
         return self.intervene(loop, env_step)
 
+    def step(self, loop: Loop, stop: StopRequest) -> Loop:
+        """What is due at the loop's env step: an evaluation, a checkpoint (or the end), else one round."""
+        schedule, counters, stopping = self.schedule, loop.counters, stop.signum is not None
+        env_step = self.env_step(counters)
+        # (a stop request defers a due evaluation to the resumed run: next_eval is checkpointed)
+        if schedule.eval_due(env_step, counters.next_eval) and not stopping:
+            loop = self.log_eval(loop, stop)
+            if loop.counters.last_eval == env_step:
+                loop = replace(loop, counters=loop.counters._replace(next_eval=schedule.next_eval(env_step)))
+        finished, stopping = schedule.finished(env_step), stop.signum is not None
+        if schedule.checkpoint_due(loop.counters.tick, loop.next_checkpoint, stopping):
+            if finished and loop.counters.last_eval != env_step and not stopping:
+                loop = self.log_eval(loop, stop)
+            loop = self.write_train_row(loop)  # a checkpoint closes the window: a resumed run logs the same rows
+            if env_step > loop.start_step or not loop.resumed:
+                self.save_checkpoints(loop)
+            loop = replace(loop, next_checkpoint=schedule.next_checkpoint(env_step))
+            if finished or stop.signum is not None:
+                return replace(loop, done=True)
+        if not loop.active.any():
+            return replace(loop, done=True)
+        return self.advance(loop)
+
     def run(self) -> int:
-        cfg = self.cfg
-        loop, resumed = self.restore_or_init()
-        loop = replace(loop, prev_mean=jnp.zeros((len(self.seeds), self.E, cfg.horizon, self.act_dim)))
-        start_step = self.env_step(loop.counters)
-        self.log.start(start_step, resumed, cfg.train.steps, self.attempts, self.run_seeds,
-                       provenance.record(cfg, start_step, resumed))
-        self.log.start_tracking(cfg, self.attempts)
-        eval_freq, ckpt_freq = cfg.train.eval_freq, cfg.train.checkpoint_freq
-        next_ckpt = (start_step // ckpt_freq + 1) * ckpt_freq
-        window = TrainLogWindow(start_step, cfg.train.log_freq)
-        bar = tqdm(total=cfg.train.steps, initial=start_step, unit="env step", disable=not self.progress,
+        """The host driver: restore or start, step until done, mark how it ended. Returns an exit code."""
+        cfg, loop = self.cfg, self.restore_or_init()
+        self.log.start(loop.start_step, loop.resumed, cfg.train.steps, loop.attempts, self.run_seeds,
+                       provenance.record(cfg, loop.start_step, loop.resumed))
+        self.log.start_tracking(cfg, loop.attempts)
+        bar = tqdm(total=cfg.train.steps, initial=loop.start_step, unit="env step", disable=not self.progress,
                    mininterval=0.5 if sys.stderr.isatty() else 10, dynamic_ncols=True, file=sys.stderr)
-        with StopRequest() as stop:
+        with StopRequest() as stop, bar:
             try:
-                while True:
-                    env_step = self.env_step(loop.counters)
-                    # (a stop request defers a due evaluation to the resumed run: next_eval is checkpointed)
-                    if env_step >= loop.counters.next_eval and stop.signum is None:
-                        loop = self.log_eval(loop, stop)
-                        if loop.counters.last_eval == env_step:
-                            loop = replace(loop, counters=loop.counters._replace(
-                                next_eval=(env_step // eval_freq + 1) * eval_freq))
-                        bar.set_postfix_str(self.log.mppi_postfix(), refresh=False)
-                    finished = env_step >= cfg.train.steps
-                    at_episode_end = loop.counters.tick % self.L == 0
-                    if at_episode_end and (finished or stop.signum is not None or env_step >= next_ckpt):
-                        if finished and loop.counters.last_eval != env_step and stop.signum is None:
-                            loop = self.log_eval(loop, stop)
-                        # a checkpoint closes the train.csv window, so a resumed run logs the same rows
-                        self.write_train_row(window, loop)
-                        if env_step > start_step or not resumed:
-                            self.save_checkpoints(loop)
-                        next_ckpt = (env_step // ckpt_freq + 1) * ckpt_freq
-                        if finished or stop.signum is not None:
-                            break
-                    if not loop.active.any():
-                        break
-                    loop = self.advance(loop, window)
+                while not loop.done:
+                    loop = self.step(loop, stop)
                     bar.update(self.env_step(loop.counters) - bar.n)
+                    bar.set_postfix_str(self.log.mppi_postfix(), refresh=False)
             except KeyboardInterrupt:
                 self.log.finish(loop.active, self.env_step(loop.counters), runlayout.INTERRUPTED,
                                 "stopped at once; progress since the last checkpoint is lost")
-                bar.close()
                 return 130
-            bar.close()
-            env_step = self.env_step(loop.counters)
-            if stop.signum is not None and (env_step < cfg.train.steps or loop.counters.last_eval != env_step):
-                self.log.finish(loop.active, env_step, runlayout.INTERRUPTED,
-                                f"{signal.Signals(stop.signum).name}; resume with the same command")
-                return stop.exit_code
-            self.log.finish(loop.active, env_step, runlayout.DONE, None)
+            return self.finish(loop, stop)
+
+    def finish(self, loop: Loop, stop: StopRequest) -> int:
+        """Mark the runs done, or interrupted when a stop request came before the end; the exit code."""
+        env_step = self.env_step(loop.counters)
+        if stop.signum is not None and (env_step < self.cfg.train.steps or loop.counters.last_eval != env_step):
+            self.log.finish(loop.active, env_step, runlayout.INTERRUPTED,
+                            f"{signal.Signals(stop.signum).name}; resume with the same command")
+            return stop.exit_code
+        self.log.finish(loop.active, env_step, runlayout.DONE, None)
         return 0 if (loop.active | loop.left).all() else 1
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ import csv
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import numpy as np
@@ -21,16 +21,17 @@ from .runlog import RunLog
 class TrainLogWindow:
     """Averages per-round metrics (arrays over seeds) between train.csv rows and measures throughput.
 
+    next_row(env_step): the env step at which a window opened at env_step closes (LoopSchedule.next_log_row).
     The rounds' metrics may stay on the device: they are fetched together, once per row."""
 
-    def __init__(self, env_step: int, log_freq: int):
-        self.log_freq = log_freq
+    def __init__(self, env_step: int, next_row: Callable[[int], int]):
+        self.next_row_after = next_row
         self._reset(env_step)
 
     def _reset(self, env_step):
         self.pending, self.rounds, self.updates = [], 0, 0
         self.step0, self.clock0 = env_step, time.time()
-        self.next_row = (env_step // self.log_freq + 1) * self.log_freq
+        self.next_row = self.next_row_after(env_step)
 
     def add(self, metrics: dict, num_updates: int):
         if metrics:
@@ -78,7 +79,6 @@ class BatchLog:
     def __init__(self, run_dirs):
         self.logs = [RunLog(p) for p in run_dirs]
         self.started = time.time()
-        self.last_row: dict = {}  # the latest train.csv row, {column: (S,) values}
         self.videos = None  # a video.recorder.EvalVideoRecorder once video_at_eval records its first episode
         self.tracking = None  # a tracking.live.LiveTracking when the config switches an export on
 
@@ -94,7 +94,7 @@ class BatchLog:
             log.event(env_step, "resume" if resumed else "start", total_env_steps=total_env_steps,
                       **({"attempt": attempt, "run_seed": run_seed} if attempt else {}))
             last, best = log.best_eval_so_far()
-            log.set_status(status="running", env_step=env_step, total_env_steps=total_env_steps,
+            log.set_status(status=runlayout.RUNNING, env_step=env_step, total_env_steps=total_env_steps,
                            last_mppi_return=last, best_mppi_return=best, attempt=attempt)
 
     def start_tracking(self, cfg, attempts) -> None:
@@ -122,14 +122,15 @@ class BatchLog:
                   f"next run of the same command or `tdmpc-glass export` catches it up", file=sys.stderr)
             log.event(log.status.get("env_step") or 0, "tracking_failed", tracker=tracker, message=message)
 
-    def rewind(self, env_step: int) -> None:
-        """Cut CSV rows past env_step (-1: all), the checkpoint a run resumes from; remember the last train row."""
+    def rewind(self, env_step: int) -> dict:
+        """Cut CSV rows past env_step (-1: all), the checkpoint a run resumes from. Returns the last train.csv
+        row left, {column: (S,) values} ({} without one)."""
         for log in self.logs:
             log.eval.truncate_after(env_step)
             log.train.truncate_after(env_step)
         rows = [last_csv_row(log.train.path) for log in self.logs]
         keys = {k for row in rows for k in row}
-        self.last_row = {k: np.array([np.nan if r.get(k) is None else r[k] for r in rows]) for k in keys}
+        return {k: np.array([np.nan if r.get(k) is None else r[k] for r in rows]) for k in keys}
 
     def event(self, i: int, env_step: int, name: str, **fields) -> None:
         self.logs[i].event(env_step, name, **fields)
@@ -137,16 +138,18 @@ class BatchLog:
     def status(self, i: int, **fields) -> None:
         self.logs[i].set_status(**fields)
 
-    def train_row(self, row: Optional[dict], common: dict, active) -> None:
+    def train_row(self, row: Optional[dict], common: dict, active) -> Optional[dict]:
+        """Write a window's row for the active seeds; returns its per-seed values, {column: (S,) values}
+        (None when there was no row)."""
         if row is None:
-            return
-        self.last_row = {k: np.asarray(v) for k, v in row.items() if np.ndim(v)}
+            return None
         for i, log in enumerate(self.logs):
             if active[i]:
                 written = {**common, **{k: (float(v[i]) if np.ndim(v) else v) for k, v in row.items()}}
                 log.train.append(written)
                 log.set_status(env_step=common["env_step"], env_steps_per_s=row["env_steps_per_s"])
                 self._tracked(i, "train", {k: written.get(k) for k in log.train.columns})
+        return {k: np.asarray(v) for k, v in row.items() if np.ndim(v)}
 
     def eval_row(self, common: dict, results: dict, active) -> None:
         for i, log in enumerate(self.logs):

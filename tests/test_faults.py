@@ -13,7 +13,6 @@ hook SPEC names, the hook sending SIGKILL to its own process at the chosen event
 
 Counts are printed (`pytest -s`): fast `pytest tests/test_faults.py -m "not slow"`, all `pytest tests/test_faults.py`.
 """
-import csv
 import io
 import itertools
 import json
@@ -38,11 +37,11 @@ KINDS = ("checkpoint_mid_write", "checkpoint_before_rename", "between_seed_check
 
 def install_fault(fault: dict) -> None:
     """Arrange for this process to SIGKILL itself at the fault's n-th event of its kind (1-based), after delay_ms
-    for the kinds that run on (evaluation, update_round). `enospc` kinds raise a full disk instead."""
+    for the kinds that run on (evaluation, update_round). `enospc` kinds raise a full disk instead. Each fault is
+    installed at one of the seams the code names (tdmpc_glass/seams.py)."""
     import numpy as np
 
-    from tdmpc_glass import checkpoint, envs, rounds, runlog
-    from tdmpc_glass import train as train_module
+    from tdmpc_glass import seams
 
     kind, n, delay_s = fault["kind"], fault["n"], fault.get("delay_ms", 0) / 1000
     counter = itertools.count(1)
@@ -56,12 +55,9 @@ def install_fault(fault: dict) -> None:
     def die_soon() -> None:
         threading.Timer(delay_s, die).start() if delay_s else die()
 
-    class Proxy:  # a module seen through a proxy: one function replaced for the checkpoint module only
-        def __init__(self, module, **replaced):
-            self._module, self.__dict__["_replaced"] = module, replaced
-
-        def __getattr__(self, name):
-            return self._replaced.get(name) or getattr(self._module, name)
+    def die_when_due() -> None:
+        if due():
+            die_soon()
 
     if kind in ("checkpoint_mid_write", "enospc_checkpoint"):
         def savez(f, **arrays):
@@ -75,61 +71,27 @@ def install_fault(fault: dict) -> None:
             if kind == "enospc_checkpoint":
                 raise OSError(28, "No space left on device")
             die()
-        checkpoint.np = Proxy(np, savez=savez)
+        seams.install("checkpoint_savez", savez)
     elif kind == "checkpoint_before_rename":
         def replace(src, dst):
             if due():
                 die()
             return os.replace(src, dst)
-        checkpoint.os = Proxy(os, replace=replace)
+        seams.install("checkpoint_rename", replace)
     elif kind == "between_seed_checkpoints":
-        save = checkpoint.save
-
-        def save_then_die(*args, **kwargs):
-            path = save(*args, **kwargs)
-            if due():
-                die()
-            return path
-        checkpoint.save = save_then_die
+        seams.install("checkpoint_saved", die_when_due)
     elif kind == "evaluation":
-        evaluate, in_eval = train_module.Trainer.evaluate, threading.Event()
-
-        def evaluating(self, *args, **kwargs):
-            in_eval.set()
-            try:
-                return evaluate(self, *args, **kwargs)
-            finally:
-                in_eval.clear()
-        train_module.Trainer.evaluate = evaluating
-        for name in ("step", "step_wait"):
-            method = getattr(envs.EnvPool, name, None)
-            if method is not None:
-                def counted(self, *args, _method=method, **kwargs):
-                    if in_eval.is_set() and due():
-                        die_soon()
-                    return _method(self, *args, **kwargs)
-                setattr(envs.EnvPool, name, counted)
+        seams.install("eval_env_step", die_when_due)
     elif kind == "update_round":  # the n-th round that runs updates (n=1: the seeding burst of a fresh run)
-        plan_round = rounds.plan_round
-
-        def killing_plan(*args, **kwargs):
-            plan, inputs = plan_round(*args, **kwargs)
-            if plan.num_updates > 0 and due():
-                die_soon()  # the timer fires while the jitted updates run (or just after)
-            return plan, inputs
-        rounds.plan_round = killing_plan
+        seams.install("update_round", die_when_due)  # the timer fires while the jitted updates run (or after)
     elif kind == "csv_half_row":
-        append = runlog.CsvLog.append
-
-        def half_then_die(self, row):
+        def half_then_die(f, text):
             if not due():
-                return append(self, row)
-            text = io.StringIO()
-            csv.DictWriter(text, fieldnames=self.columns or list(row), extrasaction="ignore").writerow(row)
-            with open(self.path, "a", newline="") as f:
-                f.write(text.getvalue()[:len(text.getvalue()) // 2])
+                return f.write(text)
+            f.write(text[:len(text) // 2])
+            f.flush()
             die()
-        runlog.CsvLog.append = half_then_die
+        seams.install("csv_row", half_then_die)
     elif kind != "delay":
         raise ValueError(f"unknown fault kind {kind}")
 

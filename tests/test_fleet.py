@@ -157,10 +157,10 @@ def test_the_shipper_sends_complete_lines_rewrites_and_deletions_and_survives_a_
     big = bytes(range(256)) * 2  # 512 bytes: 8 chunks of 64, two per scan
     (run / "checkpoints" / "step_0000000160.npz").write_bytes(big)
     net.cut = True  # the network goes: nothing reaches the copy, nothing half does
-    assert shipper._try_scan() is False and shipper.failures == 1
+    assert shipper.try_scan() is False and shipper.failures == 1
     assert (got / "eval.csv").read_bytes() == b"env_step,r\n0,1\n"
     net.cut = False
-    shipper._try_scan()
+    shipper.try_scan()
     assert (got / "eval.csv").read_bytes() == b"env_step,r\n0,1\n80,2\n160,3\n"
     assert not (got / "checkpoints" / "step_0000000160.npz").exists()  # still uploading in the background
     while not shipper.scan():
@@ -218,7 +218,7 @@ def test_a_stale_epoch_stops_the_shipper(gathered, tmp_path):
     shipper = Shipper(gathered, scratch, [run], gathered.acquire([RUN], "job", HOLDER))
     gathered.acquire([RUN], "job", HOLDER)  # retried elsewhere
     (run / "eval.csv").write_text("a\n")
-    assert shipper._try_scan() is False and "is stale" in shipper.fenced
+    assert shipper.try_scan() is False and "is stale" in shipper.fenced
     assert shipper.stop(timeout_s=1) is False
 
 

@@ -130,7 +130,7 @@ def test_a_refused_batch_releases_the_dirs_it_had_taken(tmp_path):
         wait_held(other)
         with pytest.raises(RunLockedError, match=f"{b}: another process .* pid {other.pid}"):
             RunLock([a, b]).acquire()
-        assert not (a / LOCK).exists() and not RunLock._held_here
+        assert not (a / LOCK).exists() and not RunLock.held_here()
         with RunLock([a]):  # a was let go
             pass
     finally:

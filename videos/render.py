@@ -64,12 +64,11 @@ def describe(path: Path, s: dict) -> str:
 
 
 def enable_compilation_cache() -> None:
-    """Reuse compiled XLA programs across runs (the launcher's cache; the planner takes a minute to compile
-    on a CPU)."""
-    import jax
+    """The launcher's compilation cache (provenance.use_compilation_cache): the planner takes a minute to
+    compile on a CPU."""
+    from tdmpc_glass.provenance import use_compilation_cache
 
-    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(Path.home() / ".cache" / "tdmpc-glass" / "jax")
-    jax.config.update("jax_compilation_cache_dir", cache)
+    use_compilation_cache()
 
 
 def main(argv: list[str] | None = None) -> int:

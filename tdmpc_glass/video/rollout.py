@@ -53,7 +53,7 @@ from ..acting import jit_act
 from ..config import Config, ConfigError, config_from_dict, derive, to_dict
 from ..envs.shaping import COS_FALL, KNEE_HEIGHT
 from ..planner import PlanSettings
-from ..runlayout import CHECKPOINTS, CONFIG, EVAL, flatten
+from ..runlayout import CHECKPOINTS, CONFIG, EVAL, best_mppi, checkpoint_step, extendable, flatten
 
 POLICIES = ("mppi", "pi")
 TARGET_FPS = 50.0  # frames per second of real time the videos aim for
@@ -107,7 +107,7 @@ def read_run_config(run_dir: Path) -> tuple[Config, dict]:
 
 
 def _steps_of(paths: list[Path]) -> list[int]:
-    return [int(p.stem[len(checkpoint.PREFIX):]) for p in paths]
+    return [checkpoint_step(p) for p in paths]
 
 
 def best_eval_step(run_dir: Path) -> Optional[tuple[int, float]]:
@@ -115,16 +115,15 @@ def best_eval_step(run_dir: Path) -> Optional[tuple[int, float]]:
     path = Path(run_dir) / EVAL
     if not path.is_file():
         return None
-    best = None
+    scored = []
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             try:
-                step, score = int(float(row["env_step"])), float(row["mppi_return"])
+                scored.append((int(float(row["env_step"])), float(row["mppi_return"])))
             except (KeyError, TypeError, ValueError):
                 continue
-            if np.isfinite(score) and (best is None or score > best[1]):
-                best = (step, score)
-    return best
+    best = best_mppi([score for _, score in scored])
+    return None if best is None else (scored[best[0]][0], best[1])
 
 
 def select_checkpoint(run_dir: Path, which: str | int = "latest") -> tuple[Path, int, str]:
@@ -164,13 +163,13 @@ def select_checkpoint(run_dir: Path, which: str | int = "latest") -> tuple[Path,
 
 def _fingerprint_differences(meta: dict, cfg: Config) -> list[str]:
     """Dotted keys present in both the checkpoint's config fingerprint and `cfg` whose values differ (keys added
-    to the schema after the checkpoint was written are ignored; train.steps may differ)."""
+    to the schema after the checkpoint was written are ignored; so are the keys a resume may change)."""
     try:
         old = flatten(json.loads(meta.get("fingerprint", "")))
     except (TypeError, ValueError):
         return []
     new = flatten(to_dict(cfg))
-    return [k for k in old if k in new and k != "train.steps" and old[k] != new[k]]
+    return [k for k in old if k in new and not extendable(k) and old[k] != new[k]]
 
 
 def load_run(run_dir: Path, which: str | int = "latest") -> LoadedRun:
