@@ -2,7 +2,8 @@
 modules: the code calls through them, a test installs its own function at one by name.
 
     write(point, default, *args)   the code's own writer, or what is installed at `point` in its place
-    notify(point)                   an event; what is installed at `point` runs there (nothing by default)
+    notify(point, *args)            an event; what is installed at `point` runs there with `args` (nothing by
+                                    default)
 
 Installing a name the code does not offer raises, so a renamed seam fails the test that uses it rather than
 silently leaving its fault out. Nothing is installed in a normal run: each call is one dict lookup.
@@ -20,6 +21,7 @@ EVENTS = {
     "checkpoint_saved": "one seed's checkpoint file is complete (resume.save, between the seeds' writes)",
     "eval_env_step": "an evaluation is about to step its envs once",
     "update_round": "a round that runs updates is about to dispatch them",
+    "env_receive": "an env pool is about to wait for worker i's answer: f(i)",
 }
 
 _installed: dict[str, Callable] = {}
@@ -32,11 +34,16 @@ def install(point: str, fn: Callable) -> None:
     _installed[point] = fn
 
 
+def uninstall(point: str) -> None:
+    """Back to the code's own behaviour at `point` (a test that ran in this process cleans up)."""
+    _installed.pop(point, None)
+
+
 def write(point: str, default: Callable, *args, **kwargs):
     return _installed.get(point, default)(*args, **kwargs)
 
 
-def notify(point: str) -> None:
+def notify(point: str, *args) -> None:
     fn = _installed.get(point)
     if fn is not None:
-        fn()
+        fn(*args)

@@ -71,9 +71,9 @@ def test_suite_import_restores_mujoco_gl(monkeypatch):
     """The render worker is started later with this process's environment: it must still see the user's
     MUJOCO_GL (or none) after dm_control was imported here."""
     monkeypatch.setenv("MUJOCO_GL", "egl")
-    assert dmc._suite().ALL_TASKS and os.environ["MUJOCO_GL"] == "egl"
+    assert dmc.load_suite().ALL_TASKS and os.environ["MUJOCO_GL"] == "egl"
     monkeypatch.delenv("MUJOCO_GL")
-    dmc._suite()
+    dmc.load_suite()
     assert "MUJOCO_GL" not in os.environ
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tdmpc_glass import seams
 from tdmpc_glass.envs import EnvPool, flatten_observation, list_tasks, parse_task, task_spec, validate_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +39,8 @@ def worker_pool():
 
 # ---------------------------------------------------------------------------------------------- names, specs
 def test_task_names_split_on_the_first_hyphen():
-    from tdmpc_glass.envs.dmc import _suite
-    suite = _suite()
+    from tdmpc_glass.envs.dmc import load_suite
+    suite = load_suite()
 
     names = list_tasks()
     assert names == sorted(names) and len(names) == len(suite.ALL_TASKS)
@@ -86,8 +87,8 @@ def test_specs_match_flattened_observations():
 # ------------------------------------------------------------------------------------------ stepping rules
 @pytest.mark.parametrize("task", ["hopper-hop", "cartpole-swingup"])
 def test_reward_is_the_sum_over_the_action_repeat_of_a_raw_env(task):
-    from tdmpc_glass.envs.dmc import _suite
-    suite = _suite()
+    from tdmpc_glass.envs.dmc import load_suite
+    suite = load_suite()
 
     seed, steps = 11, 25
     obs_dim, act_dim = task_spec(task)
@@ -111,7 +112,7 @@ def test_reward_is_the_sum_over_the_action_repeat_of_a_raw_env(task):
         obs, rewards = rollout(pool, [seed], actions)
         # MuJoCo clamps limited controls itself, so rewards alone cannot show the clip: look at ctrl
         assert np.abs(actions[-1]).max() > 1
-        np.testing.assert_array_equal(pool._local.envs[0].physics.data.ctrl, clipped)
+        np.testing.assert_array_equal(pool.local_envs[0].physics.data.ctrl, clipped)
     assert obs.dtype == np.float32 and rewards.dtype == np.float32
     assert obs.shape == (steps + 1, 1, obs_dim) and rewards.shape == (steps, 1)
     np.testing.assert_array_equal(obs[:, 0], np.stack(raw_obs))
@@ -141,7 +142,7 @@ def test_no_auto_reset_past_dm_controls_time_limit():
         zeros = np.zeros((1, 1))
         for _ in range(510):  # 1020 env steps > dm_control's own 1000
             obs, _ = pool.step(zeros)
-        env = pool._local.envs[0]
+        env = pool.local_envs[0]
         assert env.physics.data.time == pytest.approx(1020 * 0.01)
 
 
@@ -248,16 +249,17 @@ def test_an_interrupted_wait_closes_the_pool_rather_than_desynchronise_it():
     pool.reset([0, 1])
     pids = pool.worker_pids
     pool.step_async(np.zeros((2, 1)))
-    receive = pool._receive
 
     def interrupted(i):  # Ctrl-C arrives while waiting for worker 1; its answer stays in the pipe
         if i == 1:
             raise KeyboardInterrupt
-        return receive(i)
 
-    pool._receive = interrupted
-    with pytest.raises(KeyboardInterrupt):
-        pool.step_wait()
+    seams.install("env_receive", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pool.step_wait()
+    finally:
+        seams.uninstall("env_receive")
     with pytest.raises(RuntimeError, match="closed"):
         pool.step(np.zeros((2, 1)))
     assert not any(_alive(pid) for pid in pids)

@@ -37,7 +37,7 @@ def test_unknown_suites_and_tasks_are_one_line_errors():
 
 def test_a_missing_suite_package_names_the_extra(monkeypatch):
     monkeypatch.setitem(suites.SUITES, "nosuch", "tdmpc_glass.envs.no_such_suite_module")
-    monkeypatch.setitem(suites._EXTRAS, "nosuch", "nosuch")
+    monkeypatch.setitem(suites.EXTRAS, "nosuch", "nosuch")
     with pytest.raises(ValueError, match=r"^suite 'nosuch' cannot be loaded \(.*\): "
                                          r"pip install 'tdmpc-glass\[nosuch\]'$"):
         suites.validate_task("nosuch:hopper-hop")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 
-def _suite():
+def load_suite():
     """dm_control.suite, imported on first use (importing it costs about a second).
 
     Importing dm_control imports the OpenGL backend that MUJOCO_GL names (PyOpenGL with OSMesa or EGL, or GLFW),
@@ -49,7 +49,7 @@ def _suite():
 # ----------------------------------------------------------------------------------------------- task names
 @functools.lru_cache(maxsize=None)
 def _task_names() -> tuple[str, ...]:
-    return tuple(sorted(f"{domain}-{name}" for domain, name in _suite().ALL_TASKS))
+    return tuple(sorted(f"{domain}-{name}" for domain, name in load_suite().ALL_TASKS))
 
 
 def list_tasks() -> list[str]:
@@ -84,7 +84,7 @@ def load(task: str, seed: int = 0):
     it to control.Environment, so environment_kwargs={'time_limit': ...} would be a duplicate keyword there.
     """
     domain, name = parse_task(task)
-    return _suite().load(domain, name, task_kwargs={"random": int(seed) % 2**32, "time_limit": float("inf")})
+    return load_suite().load(domain, name, task_kwargs={"random": int(seed) % 2**32, "time_limit": float("inf")})
 
 
 def flatten_observation(observation) -> np.ndarray:

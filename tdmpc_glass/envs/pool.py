@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .. import seams
 from . import suites, worker
 
 # Seconds between liveness checks of a worker while waiting for its answer.
@@ -122,6 +123,12 @@ class EnvPool:
         if self._closed:
             raise RuntimeError(f"EnvPool({self.task}) is closed")
 
+    @property
+    def local_envs(self) -> list:
+        """The suite's own environments of an in-process pool (num_workers=0), to inspect their simulator
+        state; empty when the envs live in worker processes."""
+        return list(getattr(self._local, "envs", []))
+
     def _send(self, i: int, message) -> None:
         try:
             self._conns[i].send(message)
@@ -130,6 +137,7 @@ class EnvPool:
 
     def _receive(self, i: int):
         conn, proc = self._conns[i], self._procs[i]
+        seams.notify("env_receive", i)  # where a test interrupts the wait (tests/test_envs.py)
         try:
             while not conn.poll(_POLL_S):
                 if not proc.is_alive():

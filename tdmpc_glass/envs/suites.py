@@ -34,7 +34,7 @@ SUITES = {  # suite name -> its module
 }
 DEFAULT = "dmc"
 SEPARATOR = ":"
-_EXTRAS = {"playground": "playground"}  # suite -> the pyproject extra that installs its simulator
+EXTRAS = {"playground": "playground"}  # suite -> the pyproject extra that installs its simulator
 
 
 def split_task(task: str) -> tuple[str, str]:
@@ -55,7 +55,7 @@ def suite_module(suite: str) -> ModuleType:
     try:
         return importlib.import_module(SUITES[suite])
     except ModuleNotFoundError as e:
-        extra = _EXTRAS.get(suite)
+        extra = EXTRAS.get(suite)
         hint = f": pip install 'tdmpc-glass[{extra}]'" if extra else ""
         raise ValueError(f"suite {suite!r} cannot be loaded ({e}){hint}") from None
 
