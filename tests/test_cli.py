@@ -196,6 +196,7 @@ def test_an_old_intrinsic_bonus_run_at_action_repeat_2_is_refused_even_under_its
     assert yaml.safe_load(rundirs.yaml.safe_dump(run_record(resolve("P"), 1)))["clock"] == rundirs.CLOCK_VERSION
 
 
+@pytest.mark.slow  # trains (about 30 s cold)
 def test_resume_trains_an_old_clock_run_on_under_the_config_it_holds(runs):
     # the tiny config at TD-MPC2's action repeat 2, filed as a baseline run of the old clock (no `clock`)
     cfg = tiny_config(steps=40)

@@ -68,6 +68,7 @@ def test_bad_explore_update_settings_name_the_key(overrides, key):
         build_config([("test", overrides)])
 
 
+@pytest.mark.slow  # a real run (about a minute on 2 cores)
 def test_a_run_at_the_logs_clock_updates_while_exploring_at_the_configured_rate(tmp_path):
     """Action repeat 1, one env: rounds of 10 decisions with 4 updates (0.4 per decision) from the end of the
     first 20-decision episode on, while actions stay random until decision 60; train.csv's update column says so."""

@@ -174,6 +174,7 @@ class Recorder(Sample):
         return masks
 
 
+@pytest.mark.slow  # compiles the update three ways (about 40 s)
 def test_default_draws_are_the_seams_and_replay_reproduces_an_update():
     """Replaying the draws SAMPLE made, under another key, gives the same update bit for bit: every random
     number of the update goes through the seam (a draw outside it would follow the new key)."""
