@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 from .. import runlayout
 
@@ -41,19 +41,20 @@ class TrackingState:
         runlayout.write_atomic(self.path, json.dumps(self.data, indent=1) + "\n")
 
 
-class Sink:
-    """A tracker. open(sent) -> the last step it already holds (>= sent); send(step, values, media); close()."""
+class Sink(Protocol):
+    """What a tracker offers a Feed (TensorBoardSink, WandbSink)."""
 
-    name = "sink"
+    name: str
 
     def open(self, sent: int) -> int:
-        raise NotImplementedError
+        """Start (or continue) the tracker's run; the last step it already holds (>= sent)."""
+        ...
 
     def send(self, step: int, values: dict, media: dict) -> None:
-        raise NotImplementedError
+        ...
 
     def close(self) -> None:
-        raise NotImplementedError
+        ...
 
 
 class Feed:
